@@ -1,0 +1,1 @@
+"""Benchmark harness for fulmen (see benchmarks/README.md)."""
