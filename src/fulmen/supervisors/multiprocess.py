@@ -1,0 +1,179 @@
+"""Process workers: :class:`Process`, a handle on one spawned worker, and :class:`Multiprocess`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fulmen.supervisors.heartbeat import stale_after
+from fulmen.supervisors.pool import WorkerPool
+from fulmen.supervisors.spawn import spawn, stdin_fileno, worker_main
+from fulmen.supervisors.worker import Worker
+
+logger = logging.getLogger("fulmen.error")
+
+#: How often a healthy worker is pinged.
+PING_INTERVAL = 0.5
+#: A fresh interpreter importing fulmen (and unpickling the target) may be slow on a busy machine:
+#: until its first answer a worker gets this long, rather than the health-check timeout.
+STARTUP_ALLOWANCE = 30.0
+
+
+class Process(Worker):
+    """A worker process started with the ``spawn`` method, probed by ping over a pipe."""
+
+    kind = "process"
+
+    def __init__(self, config: Any, target: Callable[..., Any], sockets: list[socket.socket]) -> None:
+        super().__init__()
+        self.config = config
+        self.target = target
+        self.sockets = sockets
+        self.parent_conn, self.child_conn = spawn.Pipe()
+        self.process = spawn.Process(
+            target=worker_main,
+            kwargs={
+                "config": config,
+                "target": target,
+                "sockets": sockets,
+                "conn": self.child_conn,
+                "stdin_fileno": stdin_fileno(),
+            },
+            name="fulmen-worker",
+        )
+        self._seq = 0
+        self._outstanding: tuple[int, float] | None = None  # (seq, sent at) of the unanswered ping
+        self._answered = False
+        self._started: bool | None = None
+        self._heartbeat: float | None = None  # monotonic time of the loop's last tick, as reported
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.exitcode
+
+    def start(self) -> None:
+        self.process.start()
+        self.started_at = time.monotonic()
+        self.child_conn.close()  # the child has its copy; ours would hide the child's death from recv
+
+    def is_running(self) -> bool:
+        return self.process.is_alive()
+
+    # -- health checks
+
+    def _ping(self) -> None:
+        if self._outstanding is not None:
+            return
+        self._seq += 1
+        try:
+            self.parent_conn.send(self._seq)
+        except (OSError, ValueError):
+            return
+        self._outstanding = (self._seq, time.monotonic())
+
+    def _drain(self, wait: float = 0.0) -> None:
+        """Read every reply that arrived (waiting up to ``wait`` for the outstanding one)."""
+        try:
+            while self._outstanding is not None and self.parent_conn.poll(wait):
+                seq, started, age = self.parent_conn.recv()
+                now = time.monotonic()
+                self._answered = True
+                self._started = started
+                self._heartbeat = None if age is None else now - age
+                if seq >= self._outstanding[0]:
+                    self._outstanding = None
+                wait = 0.0
+        except (EOFError, OSError, ValueError):
+            pass
+
+    def health(self, timeout: float) -> str | None:
+        if not self.is_running():
+            return "exited"
+        self._drain()
+        now = time.monotonic()
+        if self._outstanding is not None:
+            limit = timeout if self._answered else max(timeout, STARTUP_ALLOWANCE)
+            if now - self._outstanding[1] > limit:
+                return f"did not answer a health check within {limit:g} s"
+        if self._heartbeat is not None and now - self._heartbeat > stale_after(timeout):
+            return f"has a blocked event loop (no heartbeat for {now - self._heartbeat:.1f} s)"
+        if self._outstanding is None:
+            self._ping()
+        return None
+
+    def is_alive(self, timeout: float = 5) -> bool:
+        """Alive and answering a health check within ``timeout`` with a turning event loop (blocking)."""
+        if not self.is_running():
+            return False
+        self._ping()
+        if self._outstanding is None:
+            return False
+        deadline = self._outstanding[1] + timeout
+        self._drain(wait=max(0.0, deadline - time.monotonic()))
+        return self._outstanding is None and self.health(timeout) is None
+
+    def is_ready(self) -> bool:
+        self._drain()
+        self._ping()
+        if self._started is not None:
+            return self._started or self._heartbeat is not None
+        return self._answered  # a custom target: answering is all we can know
+
+    # -- stopping
+
+    def terminate(self) -> None:
+        if self.process.exitcode is None and self.process.pid is not None:
+            try:
+                if os.name == "nt":  # pragma: no cover
+                    self.process.terminate()
+                else:
+                    os.kill(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:  # pragma: no cover - ended meanwhile
+                pass
+
+    def kill(self) -> None:
+        if self.process.exitcode is None and self.process.pid is not None:
+            self.process.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.process.pid is None:
+            return
+        self.process.join(timeout)
+        if self.process.exitcode is not None:
+            self.parent_conn.close()
+
+
+class Multiprocess(WorkerPool):
+    """Supervises ``--workers`` processes sharing the listening sockets (the seed's names are kept)."""
+
+    kind = "process"
+
+    def create_worker(self) -> Process:
+        return Process(self.config, self.target, self.sockets)
+
+    @property
+    def processes(self) -> list[Worker]:
+        return self.workers
+
+    @property
+    def processes_num(self) -> int:
+        return self.workers_num
+
+    @processes_num.setter
+    def processes_num(self, value: int) -> None:
+        self.workers_num = value
+
+    def init_processes(self) -> None:
+        self.init_workers()
+
+    def keep_subprocess_alive(self) -> None:
+        self.keep_workers_alive()

@@ -1,0 +1,90 @@
+"""The worker side of a spawned worker process.
+
+Runs first in the child: restores stdin and logging (a spawned interpreter starts blank), starts the
+health-check responder, then calls the target with the inherited sockets.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from fulmen.supervisors.heartbeat import Heartbeats, install_heartbeats
+from fulmen.supervisors.target import fresh_server
+
+# Sockets travel to spawned children by pickling; this registers how.
+multiprocessing.allow_connection_pickling()
+spawn = multiprocessing.get_context("spawn")
+
+
+class Pong:
+    """Answers the supervisor's pings from a thread, reporting on the event loop.
+
+    The reply is ``(seq, started, heartbeat_age)``: the thread answering proves the process runs, and
+    the heartbeat age proves (or disproves) that its event loop still turns.
+    """
+
+    def __init__(self, conn: Connection, heartbeats: Heartbeats, server: Any | None) -> None:
+        self.conn = conn
+        self.heartbeats = heartbeats
+        self.server = server
+
+    def status(self) -> tuple[bool | None, float | None]:
+        beat = self.heartbeats.latest()
+        age = None if beat is None else time.monotonic() - beat.at
+        started = None if self.server is None else bool(self.server.started)
+        return started, age
+
+    def serve_forever(self) -> None:
+        try:
+            while True:
+                seq = self.conn.recv()
+                self.conn.send((seq, *self.status()))
+        except (EOFError, OSError):
+            return  # the supervisor is gone or closed the pipe
+
+    def start(self) -> None:
+        threading.Thread(target=self.serve_forever, name="fulmen-pong", daemon=True).start()
+
+
+def worker_main(
+    config: Any,
+    target: Callable[..., Any],
+    sockets: list[socket.socket],
+    conn: Connection,
+    stdin_fileno: int | None,
+) -> None:
+    """Entry point of a spawned worker process."""
+    if stdin_fileno is not None:  # debuggers (pdb, breakpoint()) in the worker want the terminal
+        try:
+            sys.stdin = os.fdopen(stdin_fileno)
+        except OSError:  # pragma: no cover
+            pass
+    for name in ("SIGTTIN", "SIGTTOU"):  # meant for the supervisor; their default action stops a process
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    config.configure_logging()
+
+    server = fresh_server(target)
+    heartbeats = install_heartbeats(server.config if server is not None else config)
+    Pong(conn, heartbeats, server).start()
+    run = server.run if server is not None else target
+    try:
+        run(sockets=sockets)
+    except KeyboardInterrupt:  # the supervisor stops us with signals; a traceback would be noise
+        pass
+
+
+def stdin_fileno() -> int | None:
+    try:
+        return sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
