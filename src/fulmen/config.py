@@ -1,0 +1,431 @@
+"""``Config``: every option, and the resolution of those options into objects the server runs."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import json
+import logging
+import logging.config
+import os
+import socket
+import ssl
+import stat
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from fulmen import options as _options
+from fulmen.importer import ImportFromStringError, import_from_string
+from fulmen.logging import LOG_LEVELS, LOGGING_CONFIG, TRACE_LOG_LEVEL, AccessFormatter, logging_config
+from fulmen.options import STARTUP_FAILURE
+
+logger = logging.getLogger("fulmen.error")
+
+#: The default request-head limit (request line plus headers), in bytes.
+DEFAULT_MAX_HEAD_SIZE = 16 * 1024
+
+_HTTP_IMPLEMENTATIONS = {
+    "h11": "fulmen.http.h11_impl:H11Protocol",
+    "httptools": "fulmen.http.httptools_impl:HttpToolsProtocol",
+}
+_WS_IMPLEMENTATIONS = {
+    "none": None,
+    "websockets": "fulmen.websockets.websockets_impl:WebSocketProtocol",
+    "wsproto": "fulmen.websockets.wsproto_impl:WSProtocol",
+}
+_LIFESPAN = {
+    "auto": "fulmen.lifespan:LifespanOn",
+    "on": "fulmen.lifespan:LifespanOn",
+    "off": "fulmen.lifespan:LifespanOff",
+}
+
+
+def _has_module(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+def create_ssl_context(
+    certfile: str | os.PathLike[str],
+    keyfile: str | os.PathLike[str] | None,
+    password: str | None,
+    ssl_version: int,
+    cert_reqs: int,
+    ca_certs: str | os.PathLike[str] | None,
+    ciphers: str | None,
+) -> ssl.SSLContext:
+    """A server-side TLS context from the ``--ssl-*`` options."""
+    context = ssl.SSLContext(ssl_version)
+    get_password = (lambda: password) if password else None
+    context.load_cert_chain(certfile, keyfile, get_password)
+    context.verify_mode = ssl.VerifyMode(cert_reqs)
+    if ca_certs:
+        context.load_verify_locations(ca_certs)
+    if ciphers:
+        context.set_ciphers(ciphers)
+    return context
+
+
+def _load_env_file(path: str) -> None:
+    if not os.path.isfile(path):
+        return
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
+        logger.warning("Cannot load '%s': install python-dotenv (pip install 'fulmen[standard]').", path)
+        return
+    logger.info("Loading environment from '%s'", path)
+    load_dotenv(dotenv_path=path)
+
+
+class Config:
+    """All of the server's settings. The keywords are the options of :mod:`fulmen.options`.
+
+    ``Config(app, **options)`` only records the settings (and configures logging, as uvicorn does);
+    :meth:`load` imports the application and resolves the implementations, once, in the process that
+    serves.
+    """
+
+    # Options whose values __init__ or load() normalise; every other option is read through __getattr__.
+    headers: list[tuple[str, str]]
+    workers: int
+    forwarded_allow_ips: str | list[str]
+    h11_max_incomplete_event_size: int
+    reload_dirs: list[str]
+    reload_includes: list[str]
+    reload_excludes: list[str]
+    interface: str
+
+    def __init__(self, app: Any, **kwargs: Any) -> None:
+        unknown = set(kwargs) - _API_NAMES
+        if unknown:
+            raise TypeError(f"Config() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+        values = _options.defaults()
+        values.update(kwargs)
+        self.__dict__.update(values)
+        self.app = app
+        self.loaded = False
+        self.loaded_app: Any = None
+        self.ssl: ssl.SSLContext | None = None
+        self.encoded_headers: list[tuple[bytes, bytes]] = []
+
+        if self.env_file is not None:
+            _load_env_file(os.fspath(self.env_file))
+        self.configure_logging()
+
+        self.headers = [_split_header(header) for header in (self.headers or [])]
+        if self.workers is None:
+            self.workers = int(os.environ.get("WEB_CONCURRENCY", 1))
+        if self.forwarded_allow_ips is None:
+            self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+        if self.h11_max_incomplete_event_size is None:
+            self.h11_max_incomplete_event_size = DEFAULT_MAX_HEAD_SIZE
+        self._resolve_reload()
+        if self.reload and self.workers > 1:
+            logger.warning('"workers" flag is ignored when reloading is enabled.')
+
+    # Options set from the table are plain attributes; this tells the type checker so.
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"'Config' object has no attribute {name!r}")
+
+    def _resolve_reload(self) -> None:
+        self.reload_dirs = list(self.reload_dirs or [])
+        self.reload_includes = list(self.reload_includes or [])
+        self.reload_excludes = list(self.reload_excludes or [])
+        if (self.reload_dirs or self.reload_includes or self.reload_excludes) and not self.should_reload:
+            logger.warning(
+                "Current configuration will not reload as not all conditions are met, "
+                "please refer to documentation."
+            )
+        try:
+            from fulmen.supervisors.reload_patterns import resolve_reload_patterns
+        except ImportError:
+            if not self.reload_dirs:
+                self.reload_dirs = [os.getcwd()]
+            return
+        resolve_reload_patterns(self)
+
+    @property
+    def asgi_version(self) -> str:
+        return "2.0" if self.interface == "asgi2" else "3.0"
+
+    @property
+    def is_ssl(self) -> bool:
+        return bool(self.ssl_keyfile or self.ssl_certfile or self.ssl_context_factory)
+
+    @property
+    def use_subprocess(self) -> bool:
+        """Whether the server runs in child processes (reload, or several process workers)."""
+        if self.reload:
+            return True
+        return bool(self.workers > 1 and self.worker_class != "thread")
+
+    @property
+    def should_reload(self) -> bool:
+        return isinstance(self.app, str) and bool(self.reload)
+
+    def configure_logging(self) -> None:
+        """Apply ``log_config``, ``log_format``, ``log_level``, ``access_log`` and ``use_colors``."""
+        logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
+        log_config = self.log_config
+        if log_config is not None:
+            if isinstance(log_config, dict):
+                if log_config == LOGGING_CONFIG:
+                    log_config = logging_config(self.log_format)
+                log_config = copy.deepcopy(log_config)
+                if self.use_colors in (True, False):
+                    for name in ("default", "access"):
+                        formatter = log_config.get("formatters", {}).get(name)
+                        if formatter is not None and "JSONFormatter" not in str(formatter.get("()", "")):
+                            formatter["use_colors"] = self.use_colors
+                logging.config.dictConfig(log_config)
+            elif isinstance(log_config, str) and log_config.endswith(".json"):
+                with open(log_config) as file:
+                    logging.config.dictConfig(json.load(file))
+            elif isinstance(log_config, str) and log_config.endswith((".yaml", ".yml")):
+                import yaml
+
+                with open(log_config) as file:
+                    logging.config.dictConfig(yaml.safe_load(file))
+            else:
+                logging.config.fileConfig(log_config, disable_existing_loggers=False)
+
+        if self.log_level is not None:
+            level = LOG_LEVELS[self.log_level] if isinstance(self.log_level, str) else self.log_level
+            for name in ("fulmen", "fulmen.error", "fulmen.access", "fulmen.asgi"):
+                logging.getLogger(name).setLevel(level)
+        if self.access_log is False:
+            access = logging.getLogger("fulmen.access")
+            access.handlers = []
+            access.propagate = False
+        AccessFormatter.custom_format = self.access_log_format
+
+    def load(self) -> None:
+        """Import the application and resolve the protocol, loop and lifespan implementations."""
+        assert not self.loaded
+        if self.app_dir is not None:
+            app_dir = os.path.abspath(self.app_dir)
+            if app_dir not in sys.path:
+                sys.path.insert(0, app_dir)
+
+        try:
+            if self.ssl_context_factory is not None:
+                self.ssl = self.ssl_context_factory(self)
+            elif self.is_ssl:
+                assert self.ssl_certfile
+                self.ssl = create_ssl_context(
+                    keyfile=self.ssl_keyfile,
+                    certfile=self.ssl_certfile,
+                    password=self.ssl_keyfile_password,
+                    ssl_version=self.ssl_version,
+                    cert_reqs=self.ssl_cert_reqs,
+                    ca_certs=self.ssl_ca_certs,
+                    ciphers=self.ssl_ciphers,
+                )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            logger.error("Error loading TLS certificate or key: %s", exc)
+            sys.exit(STARTUP_FAILURE)
+
+        encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers]
+        if self.server_header and b"server" not in {name for name, _ in encoded}:
+            encoded.insert(0, (b"server", b"fulmen"))
+        self.encoded_headers = encoded
+
+        self.http_protocol_class = self._resolve_http()
+        self.ws_protocol_class = self._resolve_ws()
+        self.lifespan_class = import_from_string(_LIFESPAN[self.lifespan])
+
+        self.loaded_app = self._load_app()
+        self.loaded = True
+
+    def _resolve_http(self) -> type[asyncio.Protocol]:
+        name = self.http
+        if isinstance(name, str):
+            if name == "auto":
+                name = "httptools" if _has_module("httptools") else "h11"
+            target = _HTTP_IMPLEMENTATIONS.get(name, name)
+            try:
+                return import_from_string(target)  # type: ignore[no-any-return]
+            except (ImportError, ImportFromStringError) as exc:
+                logger.error("Error loading HTTP implementation %r: %s", self.http, exc)
+                sys.exit(STARTUP_FAILURE)
+        return name  # type: ignore[no-any-return]
+
+    def _resolve_ws(self) -> type[asyncio.Protocol] | None:
+        name = self.ws
+        if not isinstance(name, str):
+            return name  # type: ignore[no-any-return]
+        if name == "auto":
+            if _has_module("websockets"):
+                name = "websockets"
+            elif _has_module("wsproto"):
+                name = "wsproto"
+            else:
+                return None
+        target = _WS_IMPLEMENTATIONS.get(name, name)
+        if target is None:
+            return None
+        try:
+            return import_from_string(target)  # type: ignore[no-any-return]
+        except (ImportError, ImportFromStringError) as exc:
+            if self.ws == "auto":
+                return None
+            logger.error("Error loading WebSocket implementation %r: %s", self.ws, exc)
+            sys.exit(STARTUP_FAILURE)
+
+    def _load_app(self) -> Any:
+        try:
+            app = import_from_string(self.app)
+        except ImportFromStringError as exc:
+            logger.error("Error loading ASGI app. %s", exc)
+            sys.exit(STARTUP_FAILURE)
+        except Exception:
+            logger.exception("Error loading ASGI app: the module raised while being imported.")
+            sys.exit(STARTUP_FAILURE)
+
+        if self.factory:
+            try:
+                app = app()
+            except TypeError as exc:
+                logger.error("Error loading ASGI app factory: %s", exc)
+                sys.exit(STARTUP_FAILURE)
+        elif _looks_like_factory(app):
+            logger.warning(
+                "ASGI app factory detected. Using it, but please consider setting the --factory flag explicitly."
+            )
+            app = app()
+
+        if not callable(app):
+            logger.error("Error loading ASGI app. %r is not callable.", self.app)
+            sys.exit(STARTUP_FAILURE)
+
+        if self.interface == "auto":
+            self.interface = "asgi3" if _is_asgi3(app) else "asgi2"
+
+        if self.interface == "wsgi":
+            from fulmen.middleware.wsgi import WSGIMiddleware
+
+            app = WSGIMiddleware(app)
+            self.ws_protocol_class = None
+        elif self.interface == "asgi2":
+            from fulmen.middleware.asgi2 import ASGI2Middleware
+
+            app = ASGI2Middleware(app)
+
+        if logging.getLogger("fulmen.error").getEffectiveLevel() <= TRACE_LOG_LEVEL:
+            from fulmen.middleware.message_logger import MessageLoggerMiddleware
+
+            app = MessageLoggerMiddleware(app)
+        if self.proxy_headers:
+            from fulmen.middleware.proxy_headers import ProxyHeadersMiddleware
+
+            app = ProxyHeadersMiddleware(app, trusted_hosts=self.forwarded_allow_ips)
+        return app
+
+    def setup_event_loop(self) -> None:
+        """Kept for uvicorn compatibility: loops are now created by :meth:`get_loop_factory`."""
+
+    def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        """The factory of the event loop to run on, or None to use asyncio's default."""
+        loop = self.loop
+        if loop == "none":
+            return None
+        if loop == "auto":
+            loop = "uvloop" if _has_module("uvloop") else "asyncio"
+        if loop == "asyncio":
+            return asyncio.new_event_loop
+        if loop == "uvloop":
+            import uvloop
+
+            return uvloop.new_event_loop  # type: ignore[no-any-return]
+        try:
+            factory = import_from_string(loop)
+        except (ImportError, ImportFromStringError) as exc:
+            logger.error("Error loading event loop %r: %s", loop, exc)
+            sys.exit(STARTUP_FAILURE)
+        return factory  # type: ignore[no-any-return]
+
+    def bind_socket(self) -> socket.socket:
+        """Bind the listening socket (UNIX path, inherited descriptor, or host and port) and log it."""
+        scheme = "https" if self.is_ssl else "http"
+        if self.uds:
+            path = self.uds
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)
+                sock.bind(path)
+                os.chmod(path, 0o666)
+            except OSError as exc:
+                logger.error("Cannot bind to %s: %s", path, exc)
+                sys.exit(STARTUP_FAILURE)
+            message = f"Fulmen running on unix socket {path} (Press CTRL+C to quit)"
+        elif self.fd is not None:
+            sock = socket.fromfd(self.fd, socket.AF_UNIX, socket.SOCK_STREAM)
+            sock = socket.socket(fileno=sock.detach())
+            message = f"Fulmen running on socket {sock.getsockname()} (Press CTRL+C to quit)"
+        else:
+            family = socket.AF_INET6 if self.host and ":" in self.host else socket.AF_INET
+            sock = socket.socket(family=family)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self.host, self.port))
+            except OSError as exc:
+                logger.error("%s", exc)
+                sys.exit(STARTUP_FAILURE)
+            port = sock.getsockname()[1]
+            host = f"[{self.host}]" if family == socket.AF_INET6 else self.host
+            message = f"Fulmen running on {scheme}://{host}:{port} (Press CTRL+C to quit)"
+        logger.info(message, extra={"color_message": message})
+        sock.set_inheritable(True)
+        return sock
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The resolved objects are rebuilt by load() in the process that serves.
+        state = self.__dict__.copy()
+        state.update(loaded=False, loaded_app=None, ssl=None)
+        for name in ("http_protocol_class", "ws_protocol_class", "lifespan_class"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+_API_NAMES = frozenset(option.name for option in _options.API_OPTIONS)
+
+
+def _split_header(header: Any) -> tuple[str, str]:
+    if isinstance(header, str):
+        name, _, value = header.partition(":")
+        return name.strip(), value.strip()
+    name, value = header
+    return str(name), str(value)
+
+
+def _looks_like_factory(app: Any) -> bool:
+    """A plain function that takes no arguments is an app factory, not an app."""
+    if not inspect.isfunction(app):
+        return False
+    try:
+        return len(inspect.signature(app).parameters) == 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_asgi3(app: Any) -> bool:
+    if inspect.isclass(app):
+        return hasattr(app, "__await__")
+    if inspect.isfunction(app) or inspect.ismethod(app):
+        return inspect.iscoroutinefunction(app)
+    call = getattr(app, "__call__", None)  # noqa: B004 - we need the method itself
+    return inspect.iscoroutinefunction(call)
+
+
+# Shown by help(Config): the keywords come from the option table.
+Config.__init__.__doc__ = "Keywords: " + ", ".join(sorted(_API_NAMES))

@@ -1,0 +1,472 @@
+"""The HTTP/1.1 connection: everything about a connection that does not depend on the parser.
+
+A parser adapter (:mod:`fulmen.http.httptools_impl`, :mod:`fulmen.http.h11_impl`) turns bytes into
+three calls: :meth:`HTTPConnection.on_request` when a request head is complete, :meth:`on_body` and
+:meth:`on_message_complete`; or :meth:`reject` when the bytes are not HTTP. This class owns the
+rest: the ASGI scope, request checks and limits, pipelining, keep-alive and header timeouts, flow
+control, graceful shutdown, the WebSocket hand-over and the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import urllib.parse
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from fulmen.http.cycle import RequestResponseCycle
+from fulmen.http.flow_control import HIGH_WATER_LIMIT, FlowControl
+from fulmen.http.wire import ERROR_BODIES, simple_response
+
+if TYPE_CHECKING:
+    from fulmen.config import Config
+    from fulmen.server import ServerState
+
+logger = logging.getLogger("fulmen.error")
+access_logger = logging.getLogger("fulmen.access")
+
+_HTTP_VERSIONS = {"1.1": "1.1", "1.0": "1.0", "HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
+_TRACE = 5
+
+
+class HTTPRequestError(Exception):
+    """A request the server answers itself with ``status`` and closes: bad syntax, limits, smuggling."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def _address(transport: asyncio.BaseTransport, name: str) -> tuple[str, int] | None:
+    address = transport.get_extra_info(name)
+    if isinstance(address, tuple) and len(address) >= 2:
+        return (str(address[0]), int(address[1]))
+    if name == "sockname" and isinstance(address, str):
+        return None
+    return None
+
+
+async def service_unavailable(scope: Any, receive: Any, send: Any) -> None:
+    """The application that answers requests over ``--limit-concurrency`` or after the request limit."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"Service Unavailable"})
+
+
+class HTTPConnection(asyncio.Protocol):
+    """Shared by both HTTP/1.1 parsers. Subclasses implement :meth:`feed` and may refine hooks."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        self.config = config
+        self.app = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.ws_protocol_class: Any = config.ws_protocol_class
+        self.root_path: str = config.root_path
+        self.root_path_bytes = self.root_path.encode("ascii")
+        self.limit_concurrency: int | None = config.limit_concurrency
+        self.max_head_size: int = config.h11_max_incomplete_event_size
+        self.max_headers: int = config.limit_request_headers
+        self.timeout_keep_alive: float = config.timeout_keep_alive
+        self.timeout_request_header: float = config.timeout_request_header
+        self.server_state = server_state
+        self.app_state = app_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.access_log = bool(config.access_log) and access_logger.hasHandlers()
+        self.asgi = {"version": config.asgi_version, "spec_version": "2.4"}
+
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.flow: FlowControl = None  # type: ignore[assignment]
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.cycle: RequestResponseCycle | None = None  # the request whose body is being read
+        self.active: RequestResponseCycle | None = None  # the request whose response is being sent
+        self.pipeline: deque[RequestResponseCycle] = deque()
+        self.closing = False  # no new request is served: shutdown, or an error after the current one
+        self.pending_error: HTTPRequestError | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.head_started = False  # some bytes of a request head have arrived, not yet all
+        self.upgrade_scope: dict[str, Any] | None = None  # a WebSocket handshake waiting for hand-over
+        self.parser_paused = False  # the parser holds a complete request until the current one ends
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connections.add(self)
+        self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(self.transport)
+        self.server = _address(transport, "sockname")
+        self.client = _address(transport, "peername")
+        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        if logger.isEnabledFor(_TRACE):
+            logger.log(_TRACE, "%s - HTTP connection made", self.client_text)
+        self.set_timer(self.timeout_keep_alive, self.on_idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        if logger.isEnabledFor(_TRACE):
+            logger.log(_TRACE, "%s - HTTP connection lost", self.client_text)
+        self.cancel_timer()
+        for cycle in (self.active, self.cycle, *self.pipeline):
+            if cycle is not None:
+                cycle.disconnect()
+        self.pipeline.clear()
+        if self.flow is not None:
+            self.flow.resume_writing()
+
+    def eof_received(self) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        if self.timer is not None and not self.head_started:
+            self.cancel_timer()
+        try:
+            self.feed(data)
+        except HTTPRequestError as exc:
+            self.reject(exc)
+            return
+        if self.upgrade_scope is not None:
+            self.complete_upgrade(self.take_trailing_data())
+            return
+        if self.head_started and self.timer is None and not self.transport.is_closing():
+            self.set_timer(self.timeout_request_header, self.on_header_timeout)
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    # -- implemented by the parser adapters
+
+    def feed(self, data: bytes) -> None:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def prepare_next_request(self) -> None:
+        """Called when a response is complete and the connection stays open."""
+
+    # -- events from the parser adapters
+
+    def on_request(
+        self,
+        method: str,
+        target: bytes,
+        http_version: str,
+        headers: list[tuple[bytes, bytes]],
+        head_size: int,
+    ) -> None:
+        """A complete request head: check it, build the scope, and start (or queue) the request."""
+        self.head_started = False
+        if self.timer is not None:
+            self.cancel_timer()
+        if head_size > self.max_head_size:
+            raise HTTPRequestError(431, "Request head too large")
+        if len(headers) > self.max_headers:
+            raise HTTPRequestError(431, "Too many request headers")
+        version = _HTTP_VERSIONS.get(http_version)
+        if version is None:
+            raise HTTPRequestError(505, "Unsupported HTTP version")
+
+        keep_alive = version == "1.1"
+        expect_continue = False
+        upgrade: bytes | None = None
+        has_host = False
+        content_length: bytes | None = None
+        transfer_encoding: bytes | None = None
+        for name, value in headers:
+            if name == b"host":
+                if has_host:
+                    raise HTTPRequestError(400, "Duplicate Host header")
+                has_host = True
+            elif name == b"content-length":
+                if content_length is not None and content_length != value:
+                    raise HTTPRequestError(400, "Conflicting Content-Length headers")
+                if not value.isdigit():
+                    raise HTTPRequestError(400, "Invalid Content-Length header")
+                content_length = value
+            elif name == b"transfer-encoding":
+                transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
+            elif name == b"connection":
+                tokens = value.lower()
+                if b"close" in tokens:
+                    keep_alive = False
+                elif b"keep-alive" in tokens:
+                    keep_alive = True
+            elif name == b"expect":
+                expect_continue = value.lower() == b"100-continue"
+            elif name == b"upgrade":
+                upgrade = value.lower()
+        if version == "1.1" and not has_host:
+            raise HTTPRequestError(400, "Missing Host header")
+        if transfer_encoding is not None:
+            if content_length is not None:
+                raise HTTPRequestError(400, "Both Content-Length and Transfer-Encoding")
+            codings = [coding.strip() for coding in transfer_encoding.lower().split(b",")]
+            if codings[-1] != b"chunked" or version == "1.0":
+                raise HTTPRequestError(400, "Invalid Transfer-Encoding")
+            if len(codings) > 1:
+                raise HTTPRequestError(501, "Unsupported Transfer-Encoding")
+
+        raw_path, query = self.split_target(target)
+        try:
+            path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            raise HTTPRequestError(400, "Invalid characters in request target") from None
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": self.asgi,
+            "http_version": version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": method,
+            "root_path": self.root_path,
+            "path": self.root_path + path,
+            "raw_path": self.root_path_bytes + raw_path if self.root_path_bytes else raw_path,
+            "query_string": query,
+            "headers": headers,
+            "state": self.app_state.copy(),
+            "extensions": {},
+        }
+
+        if upgrade is not None and self.handle_upgrade(upgrade, scope):
+            return
+
+        cycle = RequestResponseCycle(scope, self, keep_alive and not self.closing, expect_continue)
+        self.cycle = cycle
+        if self.active is None:
+            self.active = cycle
+            self.start(cycle)
+        else:
+            self.pipeline.append(cycle)
+            self.flow.pause_reading()
+
+    def on_body(self, data: bytes) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or cycle.disconnected:
+            return
+        cycle.body += data
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.wake()
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is None:
+            return
+        cycle.more_body = False
+        cycle.wake()
+
+    @staticmethod
+    def split_target(target: bytes) -> tuple[bytes, bytes]:
+        """The path and query of a request target, in origin form or absolute form."""
+        if not target.startswith(b"/"):
+            if target == b"*":
+                return target, b""
+            scheme_end = target.find(b"://")
+            if scheme_end < 0:
+                raise HTTPRequestError(400, "Invalid request target")
+            path_start = target.find(b"/", scheme_end + 3)
+            query_start = target.find(b"?", scheme_end + 3)
+            if path_start < 0 or (0 <= query_start < path_start):
+                target = b"/" + (target[query_start:] if query_start >= 0 else b"")
+            else:
+                target = target[path_start:]
+        path, _, query = target.partition(b"?")
+        fragment = query.find(b"#")
+        if fragment >= 0:
+            query = query[:fragment]
+        return path, query
+
+    # -- running requests
+
+    def start(self, cycle: RequestResponseCycle) -> None:
+        state = self.server_state
+        app = self.app
+        limit = state.max_requests
+        if limit is not None and state.total_requests >= limit:
+            app = service_unavailable
+            cycle.keep_alive = False
+            self.closing = True
+        elif self.limit_concurrency is not None and len(self.tasks) >= self.limit_concurrency:
+            app = service_unavailable
+        else:
+            state.total_requests += 1
+        task = self.loop.create_task(cycle.run_asgi(app))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def on_response_complete(self, cycle: RequestResponseCycle) -> None:
+        """The current response is written: close, or go on with the next request."""
+        if cycle is not self.active:
+            return
+        self.active = None
+        self.server_state.completed_requests += 1
+        if self.transport.is_closing():
+            return
+        if self.pending_error is not None:
+            self.reject(self.pending_error)
+            return
+        if not cycle.keep_alive or self.closing or cycle.more_body:
+            # An unread request body would be parsed as the next request: close instead.
+            self.transport.close()
+            return
+        try:
+            self.prepare_next_request()
+        except HTTPRequestError as exc:
+            self.reject(exc)
+            return
+        if self.upgrade_scope is not None:
+            self.complete_upgrade(self.take_trailing_data())
+            return
+        if self.closing:
+            self.transport.close()
+            return
+        if self.active is None and self.pipeline:
+            self.active = self.pipeline.popleft()
+            self.start(self.active)
+        if not self.pipeline and not self.parser_paused:
+            self.flow.resume_reading()
+        if self.active is None and not self.head_started:
+            self.set_timer(self.timeout_keep_alive, self.on_idle_timeout)
+
+    def handle_upgrade(self, upgrade: bytes, scope: dict[str, Any]) -> bool:
+        """Note a WebSocket upgrade for hand-over once the parser has stopped; False serves plain HTTP."""
+        if b"websocket" not in upgrade or self.ws_protocol_class is None:
+            if b"websocket" in upgrade:
+                logger.warning("Unsupported upgrade request.")
+                logger.warning(
+                    "No supported WebSocket library detected. Please use \"pip install 'fulmen[standard]'\", "
+                    'or install "websockets" or "wsproto" manually.'
+                )
+            return False
+        if self.active is not None:
+            raise HTTPRequestError(400, "WebSocket upgrade pipelined behind another request")
+        scope["type"] = "websocket"
+        del scope["method"]
+        scope["scheme"] = "wss" if self.scheme == "https" else "ws"
+        self.upgrade_scope = scope
+        return True
+
+    def complete_upgrade(self, trailing: bytes) -> None:
+        """Give the connection to the WebSocket protocol, with the parsed handshake and any bytes after it."""
+        scope = self.upgrade_scope
+        assert scope is not None
+        self.upgrade_scope = None
+        self.cancel_timer()
+        self.connections.discard(self)
+        protocol: Any = self.ws_protocol_class(
+            config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
+        )
+        self.transport.set_protocol(protocol)
+        protocol.accept_upgrade(self.transport, scope, trailing)
+
+    def take_trailing_data(self) -> bytes:
+        """Bytes received after the upgrade request's head (the parser adapters override this)."""
+        return b""
+
+    # -- errors, timeouts, shutdown
+
+    def reject(self, error: HTTPRequestError) -> None:
+        """Answer a bad request with ``error.status`` and close; after the response in flight, if any."""
+        if self.transport.is_closing():
+            return
+        self.cancel_timer()
+        self.flow.pause_reading()
+        if self.active is not None and not self.active.response_complete:
+            self.pending_error = error
+            self.closing = True
+            return
+        status = error.status
+        if status == 400:
+            logger.warning("Invalid HTTP request received.")
+        else:
+            logger.warning("%s: %s", ERROR_BODIES.get(status, b"").decode(), error)
+        logger.debug("Rejected request from %s: %s", self.client_text, error)
+        self.transport.write(simple_response(status, ERROR_BODIES.get(status, str(error).encode())))
+        self.transport.close()
+
+    def set_timer(self, delay: float, callback: Any) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(delay, callback)
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def on_idle_timeout(self) -> None:
+        self.timer = None
+        if self.active is None and not self.head_started and not self.transport.is_closing():
+            self.transport.close()
+
+    def on_header_timeout(self) -> None:
+        self.timer = None
+        if self.head_started and self.active is None and not self.transport.is_closing():
+            logger.debug("%s - request head not complete in time", self.client_text)
+            self.transport.write(simple_response(408, ERROR_BODIES[408]))
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close now when idle, else after the response in flight."""
+        self.closing = True
+        if self.active is None or self.active.response_complete:
+            self.transport.close()
+        else:
+            self.active.keep_alive = False
+
+    # -- logging
+
+    @property
+    def client_text(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else ""
+
+    def log_access(self, cycle: RequestResponseCycle) -> None:
+        scope = cycle.scope
+        query = scope["query_string"].decode("latin-1")
+        path = scope["path"]
+        full_path = f"{path}?{query}" if query else path
+        client = scope.get("client")
+        headers = dict(scope["headers"])
+        fields = {
+            "client": f"{client[0]}:{client[1]}" if client else "-",
+            "method": scope["method"],
+            "path": path,
+            "full_path": urllib.parse.quote(full_path, safe="/?=&%:;@+$,!~*'()[]"),
+            "query": query,
+            "http_version": scope["http_version"],
+            "status": cycle.status,
+            "bytes": cycle.bytes_sent,
+            "duration_ms": round((time.monotonic() - cycle.started_at) * 1000, 3),
+            "user_agent": headers.get(b"user-agent", b"-").decode("latin-1"),
+            "referer": headers.get(b"referer", b"-").decode("latin-1"),
+            "request_id": headers.get(b"x-request-id", b"-").decode("latin-1"),
+        }
+        access_logger.info(
+            '%s - "%s %s HTTP/%s" %d',
+            fields["client"],
+            fields["method"],
+            fields["full_path"],
+            fields["http_version"],
+            cycle.status,
+            extra={"access": fields},
+        )

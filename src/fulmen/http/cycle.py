@@ -1,0 +1,283 @@
+"""One HTTP request and its response: the ASGI ``receive`` and ``send`` of a single request.
+
+The parsers (httptools, h11) only fill ``body``/``more_body`` and call :meth:`wake`; everything the
+application sees, and every byte of the response, is produced here, once for both parsers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from fulmen.http.wire import (
+    CONTINUE_RESPONSE,
+    STATUS_LINES,
+    is_field_value,
+    is_token,
+    simple_response,
+    status_line,
+)
+
+if TYPE_CHECKING:
+    from fulmen.http.connection import HTTPConnection
+
+logger = logging.getLogger("fulmen.error")
+access_logger = logging.getLogger("fulmen.access")
+
+_NO_BODY_STATUSES = frozenset({204, 304})
+_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+
+
+class RequestResponseCycle:
+    __slots__ = (
+        "scope",
+        "conn",
+        "transport",
+        "keep_alive",
+        "expect_continue",
+        "body",
+        "more_body",
+        "disconnected",
+        "response_started",
+        "response_complete",
+        "chunked",
+        "remaining",
+        "head_request",
+        "http10",
+        "pending_head",
+        "status",
+        "bytes_sent",
+        "started_at",
+        "body_delivered",
+        "_waiter",
+    )
+
+    def __init__(
+        self, scope: dict[str, Any], conn: HTTPConnection, keep_alive: bool, expect_continue: bool
+    ) -> None:
+        self.scope = scope
+        self.conn = conn
+        self.transport = conn.transport
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.body = b""
+        self.more_body = True
+        self.disconnected = False
+        self.response_started = False
+        self.response_complete = False
+        self.chunked = False
+        self.remaining = -1  # bytes of Content-Length still to send; -1 when not framed by length
+        self.head_request = scope["method"] == "HEAD"
+        self.http10 = scope["http_version"] == "1.0"
+        self.pending_head = b""
+        self.status = 0
+        self.bytes_sent = 0
+        self.started_at = time.monotonic() if conn.access_log else 0.0
+        self.body_delivered = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    # -- events from the connection
+
+    def wake(self) -> None:
+        """Tell a ``receive()`` waiting for body or disconnect that something changed."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+        self.wake()
+
+    # -- the ASGI application
+
+    async def run_asgi(self, app: Any) -> None:
+        try:
+            result = await app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            self.transport.close()
+            raise
+        except BaseException as exc:
+            logger.error("Exception in ASGI application\n", exc_info=exc)
+            if not self.response_started:
+                self.send_500()
+            else:
+                self.transport.close()
+        else:
+            if result is not None:
+                logger.error("ASGI callable should return None, but returned '%s'.", result)
+                self.transport.close()
+            elif not self.response_started and not self.disconnected:
+                logger.error("ASGI callable returned without starting response.")
+                self.send_500()
+            elif not self.response_complete and not self.disconnected:
+                logger.error("ASGI callable returned without completing response.")
+                self.transport.close()
+
+    def send_500(self) -> None:
+        if self.transport.is_closing():
+            return
+        self.response_started = self.response_complete = True
+        self.status = 500
+        self.keep_alive = False
+        self.transport.write(simple_response(500, b"Internal Server Error"))
+        self.conn.on_response_complete(self)
+
+    async def receive(self) -> dict[str, Any]:
+        if self.expect_continue:
+            self.expect_continue = False
+            if not self.response_started and not self.transport.is_closing():
+                self.transport.write(CONTINUE_RESPONSE)
+        if not self.body and not self.disconnected and not self.response_complete:
+            if self.more_body:
+                self.conn.flow.resume_reading()
+                await self._wait()
+            elif self.body_delivered:
+                await self._wait_for_disconnect()
+        if self.disconnected or self.response_complete:
+            return _DISCONNECT
+        body = self.body
+        self.body = b""
+        if not self.more_body:
+            self.body_delivered = True
+        elif self.conn.flow.read_paused:
+            self.conn.flow.resume_reading()
+        return {"type": "http.request", "body": body, "more_body": self.more_body}
+
+    async def _wait(self) -> None:
+        waiter = self._waiter = self.conn.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    async def _wait_for_disconnect(self) -> None:
+        while not self.disconnected and not self.response_complete:
+            await self._wait()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        message_type = message["type"]
+        if self.conn.flow.write_paused and not self.disconnected:
+            await self.conn.flow.drain()
+        if self.disconnected:
+            return
+
+        if not self.response_started:
+            if message_type != "http.response.start":
+                raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{message_type}'.")
+            self.response_started = True
+            self.expect_continue = False
+            self.pending_head = self._build_head(message["status"], message.get("headers", ()))
+            # Sent with the first body chunk when that follows at once, else on the next loop turn.
+            self.conn.loop.call_soon(self._flush_head)
+        elif not self.response_complete:
+            if message_type != "http.response.body":
+                raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{message_type}'.")
+            body = message.get("body", b"")
+            more_body = message.get("more_body", False)
+            self._write_body(body, more_body)
+            if not more_body:
+                self._finish()
+        else:
+            raise RuntimeError(
+                f"Unexpected ASGI message '{message_type}' sent, after response already completed."
+            )
+
+    # -- the response on the wire
+
+    def _build_head(self, status: Any, headers: Any) -> bytes:
+        if type(status) is not int or not 100 <= status <= 599:
+            raise RuntimeError(f"Invalid HTTP status code '{status}' in response.")
+        self.status = status
+        parts = [STATUS_LINES.get(status) or status_line(status)]
+        content_length = -1
+        app_chunked = False
+        seen_defaults: set[bytes] = set()
+        for name, value in headers:
+            name = bytes(name).lower()
+            value = bytes(value)
+            if not is_token(name):
+                raise RuntimeError(f"Invalid HTTP header name {name!r} in response.")
+            if not is_field_value(value):
+                raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
+            if name == b"content-length":
+                try:
+                    content_length = int(value)
+                except ValueError:
+                    raise RuntimeError(f"Invalid Content-Length {value!r} in response.") from None
+                if content_length < 0:
+                    raise RuntimeError(f"Invalid Content-Length {value!r} in response.")
+            elif name == b"transfer-encoding":
+                if value.lower() != b"chunked":
+                    raise RuntimeError(f"Unsupported Transfer-Encoding {value!r} in response.")
+                app_chunked = True
+            elif name == b"connection":
+                if b"close" in value.lower():
+                    self.keep_alive = False
+            elif name in (b"server", b"date"):
+                seen_defaults.add(name)
+            parts.append(b"%s: %s\r\n" % (name, value))
+        for name, value in self.conn.server_state.default_headers:
+            if name not in seen_defaults:
+                parts.append(b"%s: %s\r\n" % (name, value))
+
+        if self.conn.closing:
+            self.keep_alive = False
+        if status < 200 or status in _NO_BODY_STATUSES:
+            self.remaining = 0
+            if app_chunked:
+                raise RuntimeError(f"A {status} response cannot have a body.")
+        elif self.head_request:
+            self.remaining = 0
+        elif content_length >= 0 and not app_chunked:
+            self.remaining = content_length
+        elif self.http10:
+            self.keep_alive = False  # the end of the body is the end of the connection
+        else:
+            self.chunked = True
+            if not app_chunked:
+                parts.append(b"transfer-encoding: chunked\r\n")
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        elif self.http10:
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _flush_head(self) -> None:
+        if self.pending_head and not self.disconnected:
+            self.transport.write(self.pending_head)
+            self.pending_head = b""
+
+    def _write_body(self, body: bytes, more_body: bool) -> None:
+        head = self.pending_head
+        self.pending_head = b""
+        self.bytes_sent += len(body)
+        if self.head_request or self.status < 200 or self.status in _NO_BODY_STATUSES:
+            data = head
+        elif self.chunked:
+            if body:
+                data = b"%s%x\r\n%s\r\n" % (head, len(body), body)
+            else:
+                data = head
+            if not more_body:
+                data += b"0\r\n\r\n"
+        else:
+            size = len(body)
+            if self.remaining >= 0:
+                if size > self.remaining:
+                    raise RuntimeError("Response content longer than Content-Length")
+                self.remaining -= size
+            data = head + body if head else body
+        if data:
+            self.transport.write(data)
+
+    def _finish(self) -> None:
+        if self.remaining > 0 and not self.head_request:
+            raise RuntimeError("Response content shorter than Content-Length")
+        self.response_complete = True
+        self.wake()
+        if self.conn.access_log:
+            self.conn.log_access(self)
+        self.conn.on_response_complete(self)

@@ -1,0 +1,88 @@
+"""The pure-Python HTTP/1.1 parser: h11 behind the shared :class:`HTTPConnection`.
+
+h11 is used for parsing only; responses are written by the shared cycle. h11's state machine still
+has to see a response to start the next request, so :meth:`prepare_next_request` tells it about a
+minimal one (those bytes are never sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import h11
+
+from fulmen.http.connection import HTTPConnection, HTTPRequestError
+
+if TYPE_CHECKING:
+    from fulmen.config import Config
+    from fulmen.server import ServerState
+
+_DONE_RESPONSE = h11.Response(status_code=204, headers=[])
+_END = h11.EndOfMessage()
+
+
+class H11Protocol(HTTPConnection):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head_size)
+
+    def feed(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        self.process_events()
+
+    def process_events(self) -> None:
+        conn = self.conn
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                if "too long" in str(exc) or "too large" in str(exc):
+                    status = 431
+                raise HTTPRequestError(status, str(exc)) from None
+            event_type = type(event)
+            if event_type is h11.Request:
+                assert isinstance(event, h11.Request)
+                headers = list(event.headers)
+                size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in headers)
+                self.on_request(
+                    event.method.decode("ascii"), event.target, event.http_version.decode(), headers, size
+                )
+            elif event_type is h11.Data:
+                assert isinstance(event, h11.Data)
+                self.on_body(bytes(event.data))
+            elif event_type is h11.EndOfMessage:
+                self.on_message_complete()
+            elif event is h11.NEED_DATA:
+                self.parser_paused = False
+                self.head_started = conn.their_state is h11.IDLE and bool(conn.trailing_data[0])
+                if self.head_started and len(conn.trailing_data[0]) > self.max_head_size:
+                    raise HTTPRequestError(431, "Request head too large")
+                return
+            elif event is h11.PAUSED:
+                self.parser_paused = True
+                self.flow.pause_reading()
+                return
+            else:  # ConnectionClosed
+                return
+
+    def prepare_next_request(self) -> None:
+        conn = self.conn
+        if conn.our_state is h11.SEND_RESPONSE:
+            conn.send(_DONE_RESPONSE)
+            conn.send(_END)
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+            self.process_events()
+        else:
+            self.closing = True
+
+    def take_trailing_data(self) -> bytes:
+        return bytes(self.conn.trailing_data[0])

@@ -1,0 +1,90 @@
+"""The fast HTTP/1.1 parser: httptools (llhttp) behind the shared :class:`HTTPConnection`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from fulmen.http.connection import HTTPConnection, HTTPRequestError, logger
+
+if TYPE_CHECKING:
+    from fulmen.config import Config
+    from fulmen.server import ServerState
+
+_METHODS: dict[bytes, str] = {}
+
+
+class HttpToolsProtocol(HTTPConnection):
+    """Feeds bytes to an llhttp parser whose callbacks are the shared connection's events."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_size = 0
+        self.received = 0  # bytes of the current head seen so far, for the size limit
+        self.trailing = b""
+
+    def feed(self, data: bytes) -> None:
+        if self.head_started:
+            self.received += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.trailing = data[exc.args[0] :]
+            if self.upgrade_scope is None:
+                # Another upgrade (h2c, ...) was served as plain HTTP; llhttp parses nothing after it.
+                self.closing = True
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, HTTPRequestError):
+                raise exc.__context__ from None
+            logger.error("Error while handling a request head", exc_info=exc.__context__)
+            raise HTTPRequestError(400, "Invalid HTTP request") from None
+        except httptools.HttpParserError as exc:
+            raise HTTPRequestError(400, str(exc) or "Invalid HTTP request") from None
+        if self.head_started and self.received > self.max_head_size:
+            raise HTTPRequestError(431, "Request head too large")
+
+    def take_trailing_data(self) -> bytes:
+        trailing, self.trailing = self.trailing, b""
+        return trailing
+
+    # -- llhttp callbacks
+
+    def on_message_begin(self) -> None:
+        self.head_started = True
+        self.url = b""
+        self.headers = []
+        self.head_size = 0
+        self.received = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+        self.head_size += len(name) + len(value) + 4
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        method = parser.get_method()
+        method_text = _METHODS.get(method)
+        if method_text is None:
+            method_text = _METHODS[method] = method.decode("ascii")
+        self.on_request(method_text, self.url, parser.get_http_version(), self.headers, self.head_size)
+
+    def on_body(self, body: bytes) -> None:  # type: ignore[override]
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()

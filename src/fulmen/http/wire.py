@@ -1,0 +1,63 @@
+"""HTTP/1.1 bytes on the wire: status lines, header checks and canned responses.
+
+Everything here is computed once at import, so the per-request path only looks things up.
+"""
+
+from __future__ import annotations
+
+import http
+
+#: Characters allowed in a header name (RFC 9110 "token").
+TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#: bytes.translate table that deletes nothing; used with a delete set to find bad characters.
+_IDENTITY = bytes(range(256))
+
+
+def status_line(status: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        phrase = b""
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+
+
+STATUS_LINES: dict[int, bytes] = {status: status_line(status) for status in range(100, 600)}
+
+
+def is_token(name: bytes) -> bool:
+    """True when ``name`` is a valid header name: non-empty and only token characters."""
+    return bool(name) and not name.translate(_IDENTITY, TOKEN_CHARS)
+
+
+def is_field_value(value: bytes) -> bool:
+    """True when ``value`` has no CR, LF or NUL (the characters that would split a header)."""
+    return b"\r" not in value and b"\n" not in value and b"\0" not in value
+
+
+def simple_response(status: int, body: bytes, *, close: bool = True, extra: bytes = b"") -> bytes:
+    """A complete plain-text response, for errors the server answers itself."""
+    return b"".join(
+        (
+            STATUS_LINES.get(status) or status_line(status),
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n" if close else b"",
+            extra,
+            b"\r\n",
+            body,
+        )
+    )
+
+
+#: Reasons the server gives itself, by status.
+ERROR_BODIES: dict[int, bytes] = {
+    400: b"Invalid HTTP request received.",
+    408: b"Request Timeout",
+    413: b"Request Entity Too Large",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    503: b"Service Unavailable",
+}
+
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -1,0 +1,198 @@
+"""Log formatters and the default logging configuration.
+
+Two loggers matter: ``fulmen.error`` (server events and application errors) and ``fulmen.access``
+(one line per request). Access records carry their fields in ``record.access`` so that the text,
+custom and JSON formatters all read the same data.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+import sys
+import time
+from copy import copy
+from typing import Any, Literal
+
+import click
+
+TRACE_LOG_LEVEL = 5
+logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
+
+LOG_LEVELS: dict[str, int] = {
+    "critical": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": TRACE_LOG_LEVEL,
+}
+
+#: Fields an access log format may name.
+ACCESS_FIELDS = (
+    "client",
+    "method",
+    "path",
+    "query",
+    "http_version",
+    "status",
+    "bytes",
+    "duration_ms",
+    "user_agent",
+    "referer",
+    "request_id",
+)
+
+_LEVEL_COLOURS: dict[int, Any] = {
+    TRACE_LOG_LEVEL: lambda text: click.style(text, fg="blue"),
+    logging.DEBUG: lambda text: click.style(text, fg="cyan"),
+    logging.INFO: lambda text: click.style(text, fg="green"),
+    logging.WARNING: lambda text: click.style(text, fg="yellow"),
+    logging.ERROR: lambda text: click.style(text, fg="red"),
+    logging.CRITICAL: lambda text: click.style(text, fg="bright_red"),
+}
+
+
+def _status_phrase(status: int) -> str:
+    try:
+        return f"{status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
+class ColourizedFormatter(logging.Formatter):
+    """Adds ``%(levelprefix)s``: the level name and a colon, padded, coloured on a terminal."""
+
+    def __init__(
+        self,
+        fmt: str | None = None,
+        datefmt: str | None = None,
+        style: Literal["%", "{", "$"] = "%",
+        use_colors: bool | None = None,
+    ) -> None:
+        self.use_colors = sys.stdout.isatty() if use_colors is None else use_colors
+        super().__init__(fmt=fmt, datefmt=datefmt, style=style)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record = copy(record)
+        levelname = record.levelname
+        padding = " " * (8 - len(levelname))
+        if self.use_colors:
+            colour = _LEVEL_COLOURS.get(record.levelno)
+            levelname = colour(levelname) if colour else levelname
+        record.__dict__["levelprefix"] = f"{levelname}:{padding}"
+        return super().formatMessage(record)
+
+
+class DefaultFormatter(ColourizedFormatter):
+    """The formatter of ``fulmen.error``."""
+
+
+class AccessFormatter(ColourizedFormatter):
+    """The formatter of ``fulmen.access``: ``client_addr``, ``request_line`` and ``status_code``.
+
+    With a custom format (``--access-log-format``) the whole message comes from that format instead.
+    """
+
+    custom_format: str | None = None
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] | None = getattr(record, "access", None)
+        if fields is None:
+            return super().formatMessage(record)
+        if self.custom_format is not None:
+            return render_access_format(self.custom_format, fields)
+        record = copy(record)
+        status = _status_phrase(fields["status"])
+        if self.use_colors:
+            status = click.style(status, fg=_status_colour(fields["status"]))
+        request_line = f"{fields['method']} {fields['full_path']} HTTP/{fields['http_version']}"
+        record.__dict__.update(
+            client_addr=fields["client"],
+            request_line=click.style(request_line, bold=True) if self.use_colors else request_line,
+            status_code=status,
+        )
+        return super().formatMessage(record)
+
+
+def _status_colour(status: int) -> str:
+    if status < 200:
+        return "white"
+    if status < 300:
+        return "green"
+    if status < 400:
+        return "yellow"
+    if status < 500:
+        return "red"
+    return "bright_red"
+
+
+def render_access_format(fmt: str, fields: dict[str, Any]) -> str:
+    """Render a custom access format, in ``%(name)s`` or ``{name}`` style."""
+    values = {name: fields.get(name, "-") for name in ACCESS_FIELDS}
+    if "%(" in fmt:
+        return fmt % values
+    return fmt.format_map(values)
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the access fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields: dict[str, Any] | None = getattr(record, "access", None)
+        if fields is not None:
+            data.update({name: fields.get(name) for name in ACCESS_FIELDS})
+        if record.exc_info:
+            data["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def logging_config(log_format: str = "default") -> dict[str, Any]:
+    """The default ``dictConfig`` for fulmen's loggers."""
+    if log_format == "json":
+        formatters: dict[str, Any] = {
+            "default": {"()": "fulmen.logging.JSONFormatter"},
+            "access": {"()": "fulmen.logging.JSONFormatter"},
+        }
+    else:
+        formatters = {
+            "default": {
+                "()": "fulmen.logging.DefaultFormatter",
+                "fmt": "%(levelprefix)s %(message)s",
+                "use_colors": None,
+            },
+            "access": {
+                "()": "fulmen.logging.AccessFormatter",
+                "fmt": '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+            },
+        }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": formatters,
+        "handlers": {
+            "default": {
+                "formatter": "default",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+            },
+            "access": {"formatter": "access", "class": "logging.StreamHandler", "stream": "ext://sys.stdout"},
+        },
+        "loggers": {
+            "fulmen": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "fulmen.error": {"level": "INFO"},
+            "fulmen.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+#: The default logging configuration, as uvicorn's ``LOGGING_CONFIG``.
+LOGGING_CONFIG: dict[str, Any] = logging_config()

@@ -1,0 +1,53 @@
+"""At ``--log-level trace``, logs every ASGI message between the server and the application."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fulmen.logging import TRACE_LOG_LEVEL
+
+_PLACEHOLDER_SIZE = 80
+
+
+def _summary(message: Any) -> Any:
+    """The message, with long bodies replaced by their size."""
+    if not isinstance(message, dict):
+        return message
+    shown = dict(message)
+    for key in ("body", "bytes", "text"):
+        value = shown.get(key)
+        if isinstance(value, (bytes, str)) and len(value) > _PLACEHOLDER_SIZE:
+            shown[key] = f"<{len(value)} {type(value).__name__}>"
+    return shown
+
+
+class MessageLoggerMiddleware:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.task_counter = 0
+        self.logger = logging.getLogger("fulmen.asgi")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.task_counter += 1
+        task_counter = self.task_counter
+        client = scope.get("client")
+        prefix = f"{client[0]}:{client[1]} - ASGI" if client else "ASGI"
+        log = self.logger.log
+
+        async def inner_receive() -> Any:
+            message = await receive()
+            log(TRACE_LOG_LEVEL, "%s [%d] Receive %s", prefix, task_counter, _summary(message))
+            return message
+
+        async def inner_send(message: Any) -> None:
+            log(TRACE_LOG_LEVEL, "%s [%d] Send %s", prefix, task_counter, _summary(message))
+            await send(message)
+
+        log(TRACE_LOG_LEVEL, "%s [%d] Started scope=%s", prefix, task_counter, _summary(scope))
+        try:
+            await self.app(scope, inner_receive, inner_send)
+        except BaseException:
+            log(TRACE_LOG_LEVEL, "%s [%d] Raised exception", prefix, task_counter)
+            raise
+        log(TRACE_LOG_LEVEL, "%s [%d] Completed", prefix, task_counter)

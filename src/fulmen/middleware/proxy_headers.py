@@ -1,0 +1,141 @@
+"""Trusts ``X-Forwarded-For``/``X-Forwarded-Proto`` and RFC 7239 ``Forwarded`` from known proxies.
+
+Only a request whose direct peer is in ``--forwarded-allow-ips`` is rewritten. In a chain of
+proxies the client is the right-most address that is not itself a trusted proxy, so a client cannot
+forge its address by sending the header itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TrustedHosts:
+    """Addresses, networks and literals (such as a UNIX socket path) trusted as proxies."""
+
+    def __init__(self, trusted_hosts: str | list[str]) -> None:
+        if isinstance(trusted_hosts, str):
+            items = [item.strip() for item in trusted_hosts.split(",")]
+        else:
+            items = [str(item).strip() for item in trusted_hosts]
+        self.always = "*" in items
+        self.addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+        self.networks: list[_Network] = []
+        self.literals: set[str] = set()
+        for item in items:
+            if not item or item == "*":
+                continue
+            try:
+                if "/" in item:
+                    self.networks.append(ipaddress.ip_network(item, strict=False))
+                else:
+                    self.addresses.add(ipaddress.ip_address(item))
+            except ValueError:
+                self.literals.add(item)
+
+    def __contains__(self, host: str | None) -> bool:
+        if self.always:
+            return True
+        if not host:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return host in self.literals
+        if address in self.addresses:
+            return True
+        return any(address in network for network in self.networks)
+
+    def client_from_chain(self, hosts: list[str]) -> str | None:
+        """The right-most host that is not a trusted proxy (the left-most if all are trusted)."""
+        if not hosts:
+            return None
+        if self.always:
+            return hosts[0]
+        for host in reversed(hosts):
+            if host not in self:
+                return host
+        return hosts[0]
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1].replace('\\"', '"')
+    return value
+
+
+def _node_host(node: str) -> str:
+    """The address of an RFC 7239 node: ``192.0.2.1``, ``192.0.2.1:80`` or ``[2001:db8::1]:80``."""
+    if node.startswith("["):
+        return node[1 : node.find("]")] if "]" in node else node
+    if node.count(":") == 1:
+        return node.split(":", 1)[0]
+    return node
+
+
+def parse_forwarded(value: str) -> list[dict[str, str]]:
+    """The elements of a ``Forwarded`` header, each a dict of lower-cased parameter names."""
+    elements = []
+    for element in value.split(","):
+        params: dict[str, str] = {}
+        for pair in element.split(";"):
+            name, sep, param = pair.partition("=")
+            if sep:
+                params[name.strip().lower()] = _unquote(param)
+        if params:
+            elements.append(params)
+    return elements
+
+
+class ProxyHeadersMiddleware:
+    def __init__(self, app: Any, trusted_hosts: str | list[str] = "127.0.0.1") -> None:
+        self.app = app
+        self.trusted = TrustedHosts(trusted_hosts)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            peer = client[0] if client else None
+            if peer in self.trusted:
+                self.rewrite(scope)
+        await self.app(scope, receive, send)
+
+    def rewrite(self, scope: dict[str, Any]) -> None:
+        forwarded = []
+        forwarded_for = []
+        forwarded_proto = []
+        for name, value in scope["headers"]:
+            if name == b"forwarded":
+                forwarded.append(value.decode("latin-1"))
+            elif name == b"x-forwarded-for":
+                forwarded_for.append(value.decode("latin-1"))
+            elif name == b"x-forwarded-proto":
+                forwarded_proto.append(value.decode("latin-1"))
+
+        proto: str | None = None
+        host: str | None = None
+        if forwarded:
+            elements = parse_forwarded(",".join(forwarded))
+            hosts = [_node_host(element["for"]) for element in elements if "for" in element]
+            host = self.trusted.client_from_chain(hosts)
+            protos = [element["proto"] for element in elements if "proto" in element]
+            proto = protos[-1] if protos else None
+        else:
+            if forwarded_proto:
+                proto = ",".join(forwarded_proto).split(",")[-1].strip()
+            if forwarded_for:
+                hosts = [item.strip() for item in ",".join(forwarded_for).split(",") if item.strip()]
+                host = self.trusted.client_from_chain(hosts)
+
+        if proto:
+            proto = proto.lower()
+            if proto in ("http", "https", "ws", "wss"):
+                if scope["type"] == "websocket":
+                    proto = proto.replace("http", "ws")
+                scope["scheme"] = proto
+        if host:
+            scope["client"] = (host, 0)

@@ -1,0 +1,282 @@
+"""``Server``: binds, serves, ticks once every 100 ms and shuts down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Generator
+from email.utils import formatdate
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from fulmen.config import Config
+from fulmen.options import STARTUP_FAILURE
+
+if TYPE_CHECKING:
+    from fulmen.lifespan import LifespanOff, LifespanOn
+
+HANDLED_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+if sys.platform == "win32":  # pragma: no cover
+    HANDLED_SIGNALS += (signal.SIGBREAK,)
+
+logger = logging.getLogger("fulmen.error")
+
+
+class ServerState:
+    """State shared by every connection of one server."""
+
+    def __init__(self) -> None:
+        self.total_requests = 0
+        self.completed_requests = 0
+        self.connections: set[Any] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.default_headers: list[tuple[bytes, bytes]] = []
+        #: After this many requests the server answers 503 and stops (``--limit-max-requests``).
+        self.max_requests: int | None = None
+
+
+def _http_date() -> bytes:
+    return formatdate(usegmt=True).encode()
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.server_state = ServerState()
+        self.started = False
+        self.should_exit = False
+        self.force_exit = False
+        self.last_notified = 0.0
+        self.servers: list[asyncio.base_events.Server] = []
+        self.lifespan: LifespanOn | LifespanOff | None = None
+        self._captured_signals: list[int] = []
+        if config.limit_max_requests is not None:
+            jitter = config.limit_max_requests_jitter or 0
+            self.server_state.max_requests = config.limit_max_requests + random.randint(0, max(jitter, 0))
+
+    # -- running
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve until stopped, on a new event loop of ``--loop``'s kind."""
+        loop_factory = self.config.get_loop_factory()
+        try:
+            if loop_factory is None:
+                asyncio.run(self.serve(sockets=sockets))
+            elif sys.version_info >= (3, 12):
+                with asyncio.Runner(loop_factory=loop_factory) as runner:
+                    runner.run(self.serve(sockets=sockets))
+            else:
+                loop = loop_factory()
+                asyncio.set_event_loop(loop)
+                try:
+                    loop.run_until_complete(self.serve(sockets=sockets))
+                finally:
+                    _cancel_remaining(loop)
+                    loop.run_until_complete(loop.shutdown_asyncgens())
+                    asyncio.set_event_loop(None)
+                    loop.close()
+        except KeyboardInterrupt:
+            pass
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        with self.capture_signals():
+            await self._serve(sockets)
+
+    async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
+        process_id = os.getpid()
+        config = self.config
+        if not config.loaded:
+            config.load()
+        self.lifespan = config.lifespan_class(config)
+        message = "Started server process [%d]"
+        logger.info(message, process_id)
+        await self.startup(sockets=sockets)
+        if self.should_exit:
+            return
+        await self.main_loop()
+        await self.shutdown(sockets=sockets)
+        logger.info("Finished server process [%d]", process_id)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        config = self.config
+        if self.lifespan is None:
+            self.lifespan = config.lifespan_class(config)
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            self.should_exit = True
+            return
+
+        loop = asyncio.get_running_loop()
+        self.update_default_headers()
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            assert self.lifespan is not None
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
+
+        backlog = config.backlog
+        try:
+            if sockets is not None:
+                for sock in sockets:
+                    server = await loop.create_server(
+                        create_protocol, sock=sock, ssl=config.ssl, backlog=backlog
+                    )
+                    self.servers.append(server)
+                listeners: list[socket.socket] = list(sockets)
+            elif config.fd is not None or config.uds is not None:
+                sock = config.bind_socket()
+                server = await loop.create_server(create_protocol, sock=sock, ssl=config.ssl, backlog=backlog)
+                self.servers.append(server)
+                listeners = [sock]
+            else:
+                server = await loop.create_server(
+                    create_protocol, host=config.host, port=config.port, ssl=config.ssl, backlog=backlog
+                )
+                self.servers.append(server)
+                listeners = list(server.sockets)
+        except OSError as exc:
+            logger.error("%s", exc)
+            await self.lifespan.shutdown()
+            sys.exit(STARTUP_FAILURE)
+
+        if sockets is None and config.fd is None and config.uds is None:
+            self._log_started(listeners)
+        else:
+            logger.info("Fulmen serving on %d socket(s)", len(listeners))
+        self.started = True
+
+    def _log_started(self, listeners: list[socket.socket]) -> None:
+        config = self.config
+        scheme = "https" if config.is_ssl else "http"
+        for sock in listeners[:1]:
+            address = sock.getsockname()
+            host = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
+            if config.host in ("0.0.0.0", "::"):
+                host = f"[{config.host}]" if ":" in config.host else config.host
+            message = f"Fulmen running on {scheme}://{host}:{address[1]} (Press CTRL+C to quit)"
+            logger.info(message)
+
+    def update_default_headers(self) -> None:
+        headers: list[tuple[bytes, bytes]] = []
+        if self.config.date_header:
+            headers.append((b"date", _http_date()))
+        self.server_state.default_headers = headers + self.config.encoded_headers
+
+    async def main_loop(self) -> None:
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            await asyncio.sleep(0.1)
+            should_exit = await self.on_tick(counter)
+
+    async def on_tick(self, counter: int) -> bool:
+        # Once a second: refresh the date header, report progress to a supervisor.
+        if counter % 10 == 0:
+            self.update_default_headers()
+            progress = self.config.callback_progress
+            if progress is not None:
+                progress()
+            notify = self.config.callback_notify
+            if notify is not None and time.monotonic() - self.last_notified > self.config.timeout_notify:
+                self.last_notified = time.monotonic()
+                await notify()
+
+        if self.should_exit:
+            return True
+        max_requests = self.server_state.max_requests
+        if max_requests is not None and self.server_state.total_requests >= max_requests:
+            logger.warning("Maximum request limit of %d exceeded. Terminating process.", max_requests)
+            return True
+        return False
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        logger.info("Shutting down")
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        await asyncio.sleep(0.01)
+
+        timeout = self.config.timeout_graceful_shutdown
+        try:
+            await asyncio.wait_for(self._wait_tasks_to_complete(), timeout=timeout)
+        except asyncio.TimeoutError:
+            logger.error(
+                "Cancel %s running task(s), timeout graceful shutdown exceeded", len(self.server_state.tasks)
+            )
+            for task in self.server_state.tasks:
+                task.cancel()
+            for connection in list(self.server_state.connections):
+                transport = getattr(connection, "transport", None)
+                if transport is not None:
+                    transport.abort()
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1)
+
+        if self.lifespan is not None and not self.force_exit:
+            await self.lifespan.shutdown()
+
+    async def _wait_tasks_to_complete(self) -> None:
+        state = self.server_state
+        if state.connections and not self.force_exit:
+            logger.info("Waiting for connections to close. (CTRL+C to force quit)")
+            while state.connections and not self.force_exit:
+                await asyncio.sleep(0.05)
+        if state.tasks and not self.force_exit:
+            logger.info("Waiting for background tasks to complete. (CTRL+C to force quit)")
+            while state.tasks and not self.force_exit:
+                await asyncio.sleep(0.05)
+
+    # -- signals
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """Handle SIGINT/SIGTERM while serving; afterwards restore the previous handlers and hand
+        them the signals received, so that a program embedding the server sees them too."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+        for captured in reversed(self._captured_signals):
+            handler = original.get(captured)
+            if callable(handler) and handler is not signal.default_int_handler:
+                signal.raise_signal(captured)
+        self._captured_signals.clear()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._captured_signals.append(sig)
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+    # uvicorn kept this name for code that installed handlers itself.
+    def install_signal_handlers(self) -> None:
+        """Deprecated: signals are handled by :meth:`capture_signals`."""
+
+
+def _cancel_remaining(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

@@ -1,0 +1,89 @@
+"""Small ASGI applications the tests serve (importable as ``tests.apps:<name>``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"Hello, world!"})
+
+
+async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Echoes the request body, reading it chunk by chunk."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def scope_json(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers with the request's scope as JSON (bytes as latin-1 text)."""
+    if scope["type"] != "http":
+        return
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return value.decode("latin-1")
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value]
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        return value
+
+    body = json.dumps(plain({key: value for key, value in scope.items()})).encode()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Sleeps for ?<seconds> (default 0.5) before answering."""
+    if scope["type"] != "http":
+        return
+    delay = float(scope["query_string"] or b"0.5")
+    await asyncio.sleep(delay)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"slept"})
+
+
+async def lifespan_state(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                scope["state"]["greeting"] = "from lifespan"
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = scope["state"].get("greeting", "none").encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def lifespan_fails(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "the database is not there"})
+        return
+    await hello(scope, receive, send)
+
+
+def factory() -> Any:
+    return hello
+
+
+not_callable = 42

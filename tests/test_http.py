@@ -1,0 +1,197 @@
+"""HTTP/1.1 behaviour on both parsers and both loops, against real servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import apps
+from tests.conftest import read_response, recv_all, recv_until, run_server
+
+
+def test_get_and_keep_alive(http_impl: str, loop_impl: str) -> None:
+    with run_server(apps.hello, http=http_impl, loop=loop_impl) as server:
+        with httpx.Client(base_url=server.url) as client:
+            for _ in range(3):
+                response = client.get("/")
+                assert response.status_code == 200
+                assert response.text == "Hello, world!"
+                assert response.headers["server"] == "fulmen"
+                assert "date" in response.headers
+                assert response.headers["transfer-encoding"] == "chunked"
+        assert server.server.server_state.total_requests == 3
+
+
+def test_scope(http_impl: str) -> None:
+    with run_server(apps.scope_json, http=http_impl, root_path="/api") as server:
+        response = httpx.get(server.url + "/caf%C3%A9/x?a=1&b=%20", headers={"X-Custom": "One"})
+        scope = response.json()
+        assert scope["type"] == "http"
+        assert scope["http_version"] == "1.1"
+        assert scope["method"] == "GET"
+        assert scope["scheme"] == "http"
+        assert scope["path"] == "/api/café/x"
+        assert scope["raw_path"] == "/api/caf%C3%A9/x"
+        assert scope["query_string"] == "a=1&b=%20"
+        assert scope["root_path"] == "/api"
+        assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+        assert scope["server"] == ["127.0.0.1", server.port]
+        assert scope["client"][0] == "127.0.0.1"
+        assert ["x-custom", "One"] in scope["headers"]
+        assert all(name == name.lower() for name, _ in scope["headers"])
+        assert scope["state"] == {}
+        assert scope["extensions"] == {}
+
+
+def test_pipelined_requests_answered_in_order(http_impl: str) -> None:
+    with run_server(apps.scope_json, http=http_impl) as server:
+        with server.connect() as sock:
+            sock.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5)))
+            paths = []
+            for _ in range(5):
+                status, _, body = read_response(sock)
+                assert status == 200
+                paths.append(httpx.Response(200, content=body).json()["path"])
+        assert paths == ["/0", "/1", "/2", "/3", "/4"]
+
+
+@pytest.mark.parametrize("size", [0, 10, 200_000])
+def test_content_length_body(http_impl: str, size: int) -> None:
+    with run_server(apps.echo, http=http_impl) as server:
+        payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        response = httpx.post(server.url, content=payload)
+        assert response.status_code == 200
+        assert response.content == payload
+
+
+def test_chunked_request_body(http_impl: str) -> None:
+    with run_server(apps.echo, http=http_impl) as server:
+        with server.connect() as sock:
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nHello\r\n7\r\n, world\r\n0\r\n\r\n"
+            )
+            status, _, body = read_response(sock)
+        assert (status, body) == (200, b"Hello, world")
+
+
+def test_expect_100_continue(http_impl: str) -> None:
+    with run_server(apps.echo, http=http_impl) as server:
+        with server.connect() as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+            assert recv_until(sock).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+            sock.sendall(b"data")
+            status, _, body = read_response(sock)
+        assert (status, body) == (200, b"data")
+
+
+def test_head_has_no_body(http_impl: str) -> None:
+    with run_server(apps.hello, http=http_impl) as server:
+        with server.connect() as sock:
+            sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = recv_until(sock, b"Hello, world!")
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert rest.startswith(b"HTTP/1.1 200 OK")  # nothing between the two heads
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_no_body_statuses(http_impl: str, status: int) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with run_server(app, http=http_impl) as server:
+        with server.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = recv_until(sock, b"\r\n\r\nHTTP/1.1")
+            time.sleep(0.1)
+            data += sock.recv(65536)
+        first, second = data.split(b"\r\n\r\n")[:2]
+        assert b"transfer-encoding" not in first and b"content-length" not in first
+        assert second.startswith(b"HTTP/1.1 %d" % status)
+
+
+def test_http10_gets_no_chunked_response(http_impl: str) -> None:
+    with run_server(apps.hello, http=http_impl) as server:
+        with server.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = recv_all(sock)
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"transfer-encoding" not in data.lower()
+        assert b"connection: close" in data
+        assert data.endswith(b"\r\n\r\nHello, world!")
+
+
+def test_connection_close(http_impl: str) -> None:
+    with run_server(apps.hello, http=http_impl) as server:
+        with server.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = recv_all(sock)
+        assert b"connection: close" in data
+        assert data.endswith(b"0\r\n\r\n")
+
+
+def test_disconnect_reaches_the_app(http_impl: str) -> None:
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        seen.append(await asyncio.wait_for(receive(), 5))
+
+    with run_server(app, http=http_impl) as server:
+        with server.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert seen == [{"type": "http.disconnect"}]
+
+
+def test_large_body_pauses_reading(http_impl: str) -> None:
+    """The app reads slowly: the server must not buffer the whole upload (flow control)."""
+    received: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        total = 0
+        while True:
+            message = await receive()
+            total += len(message["body"])
+            received.append(total)
+            await asyncio.sleep(0.001)
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"%d" % total})
+
+    with run_server(app, http=http_impl) as server:
+        payload = b"x" * (8 * 1024 * 1024)
+        response = httpx.post(server.url, content=payload, timeout=30)
+        assert response.text == str(len(payload))
+        assert len(received) > 10  # delivered in many pieces, not all at once
+
+
+def test_streaming_response_waits_for_slow_reader(http_impl: str) -> None:
+    """``send`` blocks while the client does not read (write flow control)."""
+    sent: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(2000):
+            await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+            sent.append(i)
+        await send({"type": "http.response.body", "body": b""})
+
+    with run_server(app, http=http_impl) as server:
+        with server.connect() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(1.0)
+            assert len(sent) < 200  # far less than the 128 MiB the app wants to send
+            sock.close()
