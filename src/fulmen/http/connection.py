@@ -217,11 +217,9 @@ class HTTPConnection(asyncio.Protocol):
         if transfer_encoding is not None:
             if content_length is not None:
                 raise HTTPRequestError(400, "Both Content-Length and Transfer-Encoding")
-            codings = [coding.strip() for coding in transfer_encoding.lower().split(b",")]
-            if codings[-1] != b"chunked" or version == "1.0":
+            # Only "chunked" alone frames a body both parsers read alike (RFC 9112 section 6.3).
+            if transfer_encoding.strip().lower() != b"chunked" or version == "1.0":
                 raise HTTPRequestError(400, "Invalid Transfer-Encoding")
-            if len(codings) > 1:
-                raise HTTPRequestError(501, "Unsupported Transfer-Encoding")
 
         raw_path, query = self.split_target(target)
         try:

@@ -46,6 +46,8 @@ class H11Protocol(HTTPConnection):
                 status = exc.error_status_hint
                 if "too long" in str(exc) or "too large" in str(exc):
                     status = 431
+                elif status == 501:  # an unknown Transfer-Encoding: 400, as the httptools path answers
+                    status = 400
                 raise HTTPRequestError(status, str(exc)) from None
             event_type = type(event)
             if event_type is h11.Request:
