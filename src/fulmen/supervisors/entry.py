@@ -32,18 +32,21 @@ def worker_mode(config: Any) -> WorkerMode | None:
 
 def choose_and_run(
     config: Any,
-    server_target: Callable[..., Any] | None = None,
+    server_target: Callable[..., Any] | Any | None = None,
     sockets: list[socket.socket] | None = None,
 ) -> int:
     """Run the server as configured and return the exit status (0, or 3 when it could not start).
 
-    ``server_target`` defaults to ``Server(config).run``. Sockets are bound here when a supervisor
-    needs them and none are given.
+    ``server_target`` is what each worker runs: ``Server(config).run`` (the default), a ``Server``
+    (its ``run`` is used) or any callable taking ``sockets``. Sockets are bound here when a
+    supervisor needs them and none are given.
     """
     if server_target is None:
         from fulmen.server import Server
 
         server_target = Server(config).run
+    elif not callable(server_target) and callable(getattr(server_target, "run", None)):
+        server_target = server_target.run
     mode = worker_mode(config)
     if mode is None:
         return STARTUP_FAILURE

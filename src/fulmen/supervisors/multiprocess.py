@@ -12,7 +12,7 @@ from typing import Any
 
 from fulmen.supervisors.heartbeat import stale_after
 from fulmen.supervisors.pool import WorkerPool
-from fulmen.supervisors.spawn import spawn, stdin_fileno, worker_main
+from fulmen.supervisors.spawn import main_module_hidden, needs_main_module, spawn, stdin_fileno, worker_main
 from fulmen.supervisors.worker import Worker
 
 logger = logging.getLogger("fulmen.error")
@@ -61,7 +61,8 @@ class Process(Worker):
         return self.process.exitcode
 
     def start(self) -> None:
-        self.process.start()
+        with main_module_hidden(not needs_main_module(self.config, self.target)):
+            self.process.start()
         self.started_at = time.monotonic()
         self.child_conn.close()  # the child has its copy; ours would hide the child's death from recv
 

@@ -6,14 +6,16 @@ health-check responder, then calls the target with the inherited sockets.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import pickle
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -88,3 +90,32 @@ def stdin_fileno() -> int | None:
         return sys.stdin.fileno()
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def needs_main_module(*objects: Any) -> bool:
+    """Whether unpickling ``objects`` in a child needs this program's ``__main__`` module."""
+    try:
+        return b"__main__" in pickle.dumps(objects)
+    except Exception:
+        return True
+
+
+@contextlib.contextmanager
+def main_module_hidden(hide: bool) -> Iterator[None]:
+    """Keep a spawned child from re-running the main script, when it does not need it.
+
+    ``spawn`` re-imports the parent's main script in the child so that objects defined there can be
+    unpickled; a script without an ``if __name__ == "__main__"`` guard (as in the documented
+    ``Multiprocess(config, target=Server(config).run, ...)`` example) would then start a second
+    server in the child. Without ``__file__`` the main module is treated like an interactive one.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not hide or main is None or path is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
