@@ -1,16 +1,26 @@
 """Small WebSocket load generator: N connections, each echoing small messages.
 
-Every connection runs a closed loop (send one message, wait for the echo, repeat)
-until the deadline.  The result is printed as one JSON object on stdout::
+Each connection runs a closed loop: send one message, wait for its echo, send the
+next, until the deadline.  The WebSocket protocol itself (opening handshake,
+framing, masking, closing handshake) is done by the ``websockets`` package's
+client protocol (``websockets.client.ClientProtocol``, its sans-I/O layer),
+driven from a plain ``asyncio.Protocol``.  That keeps the per-message cost of
+the client low: the load generator gets a single CPU, and a client slower than
+the server would measure itself instead of the server.
+
+The result is printed as one JSON object on stdout::
 
     {"messages": ..., "seconds": ..., "messages_per_s": ..., "p50_ms": ..., "p99_ms": ...,
-     "connections": ..., "errors": ...}
+     "connections": ..., "errors": ..., "mismatches": ..., "client_cpu_pct": ...}
+
+``client_cpu_pct`` is the client's own CPU use during the measured window: near
+100 % means the client, not the server, set the pace.
 
 Usage::
 
     python benchmarks/ws_client.py ws://127.0.0.1:8000/ --connections 64 --duration 10
 
-Everything is bounded: connecting, each receive, and the whole run.
+Everything is bounded: the opening of the connections, each reply, and the whole run.
 """
 
 from __future__ import annotations
@@ -20,47 +30,146 @@ import asyncio
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from typing import cast
 
 try:
-    from websockets.asyncio.client import connect
-except ImportError:  # pragma: no cover - websockets < 13
+    from websockets.client import ClientProtocol
+    from websockets.frames import Frame, Opcode
+    from websockets.http11 import Response
+    from websockets.uri import parse_uri
+except ImportError:  # pragma: no cover - websockets too old or missing
     print("ws_client: the 'websockets' package (>= 13) is required", file=sys.stderr)
     raise SystemExit(2) from None
 
-
-@dataclass
-class Stats:
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    connected: int = 0
-    mismatches: int = 0
+REPLY_TIMEOUT = 5.0
 
 
-async def _connection(url: str, payload: str, start_at: float, deadline: float, stats: Stats) -> None:
-    try:
-        async with connect(
-            url,
-            compression=None,
-            open_timeout=5,
-            close_timeout=2,
-            ping_interval=None,
-            max_queue=4,
-        ) as ws:
-            stats.connected += 1
-            # Wait until every connection is open so the measured window is all steady state.
-            await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-            perf = time.perf_counter
-            record = stats.latencies.append
-            while time.monotonic() < deadline:
-                sent = perf()
-                await ws.send(payload)
-                reply = await asyncio.wait_for(ws.recv(), timeout=5)
-                record(perf() - sent)
-                if reply != payload:
-                    stats.mismatches += 1
-    except Exception:  # any failure (refused, reset, timeout) counts as one error
-        stats.errors += 1
+class Shared:
+    """State shared by all connections of one run."""
+
+    def __init__(self, payload: bytes, depth: int, start_at: float, deadline: float) -> None:
+        self.payload = payload
+        self.depth = depth  # messages in flight per connection
+        self.start_at = start_at  # loop.time() at which measuring starts
+        self.deadline = deadline  # loop.time() after which no new message is sent
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.mismatches = 0
+        self.opened = 0
+
+
+class EchoConnection(asyncio.Protocol):
+    """One client connection doing send/receive ping-pong until the deadline."""
+
+    def __init__(self, url: str, shared: Shared, loop: asyncio.AbstractEventLoop) -> None:
+        self.ws = ClientProtocol(parse_uri(url), max_size=2**20)
+        self.shared = shared
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.in_flight: deque[float] = deque()
+        self.last_reply = 0.0
+        self.closing = False
+        self.watchdog: asyncio.TimerHandle | None = None
+
+    # -- asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.ws.send_request(self.ws.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, Response):
+                if event.status_code == 101 and not self.opened.done():
+                    self.shared.opened += 1
+                    self.opened.set_result(None)
+                    self.loop.call_at(self.shared.start_at, self._start)
+                    self.watchdog = self.loop.call_later(0.5, self._check_stalled)
+            elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY):
+                self._on_echo(event)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self._flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.watchdog:
+            self.watchdog.cancel()
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"closed during the handshake: {exc}"))
+        if self.in_flight and not self.closing:
+            self.shared.errors += 1  # lost with a message in flight
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # -- echo loop
+    def _start(self) -> None:
+        for _ in range(self.shared.depth):
+            self._send_next()
+
+    def _on_echo(self, frame: Frame) -> None:
+        if not self.in_flight:
+            return
+        now = time.perf_counter()
+        self.shared.latencies.append(now - self.in_flight.popleft())
+        if frame.data != self.shared.payload:
+            self.shared.mismatches += 1
+        self.last_reply = now
+        self._send_next()
+
+    def _send_next(self) -> None:
+        if self.closing or self.transport is None or self.transport.is_closing():
+            return
+        if self.loop.time() >= self.shared.deadline:
+            if not self.in_flight:
+                self.close()
+            return
+        self.in_flight.append(time.perf_counter())
+        self.ws.send_text(self.shared.payload)
+        self._flush()
+
+    def _check_stalled(self) -> None:
+        """Watchdog: a connection with a message unanswered for REPLY_TIMEOUT is aborted."""
+        if self.closing:
+            return
+        if self.in_flight and time.perf_counter() - max(self.last_reply, self.in_flight[0]) > REPLY_TIMEOUT:
+            self.shared.errors += 1
+            self.abort()
+            return
+        if self.loop.time() >= self.shared.deadline and not self.in_flight:
+            self.close()
+        self.watchdog = self.loop.call_later(0.5, self._check_stalled)
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            self.ws.send_close(1000)
+            self._flush()
+        except Exception:  # the peer already went away
+            self.abort()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _flush(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        chunks = self.ws.data_to_send()
+        if chunks:
+            self.transport.write(b"".join(chunks))
+        if self.ws.close_expected() and not self.transport.is_closing():
+            # Closing handshake finished: the client may close TCP after a grace period.
+            self.loop.call_later(1.0, self.abort)
 
 
 def _percentile(sorted_values: list[float], pct: float) -> float:
@@ -70,55 +179,75 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
     return sorted_values[index]
 
 
-async def run(url: str, connections: int, duration: float, size: int, ramp: float) -> dict[str, float | int]:
-    stats = Stats()
-    payload = ("m" * size)[:size]
-    start_at = time.monotonic() + ramp
-    deadline = start_at + duration
-    tasks = [
-        asyncio.create_task(_connection(url, payload, start_at, deadline, stats)) for _ in range(connections)
-    ]
-    # Hard bound: the run, the ramp-up and a grace period for the close handshakes.
-    done, pending = await asyncio.wait(tasks, timeout=ramp + duration + 10)
-    for task in pending:
-        task.cancel()
+async def run(
+    url: str, connections: int, duration: float, size: int, ramp: float, depth: int = 1
+) -> dict[str, float | int]:
+    loop = asyncio.get_running_loop()
+    uri = parse_uri(url)
+    shared = Shared(b"m" * size, depth, loop.time() + ramp, loop.time() + ramp + duration)
+    conns: list[EchoConnection] = []
+
+    async def open_one() -> None:
+        conn = EchoConnection(url, shared, loop)
+        conns.append(conn)
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: conn, uri.host, uri.port), timeout=ramp + 4)
+            await asyncio.wait_for(conn.opened, timeout=ramp + 4)
+        except (OSError, asyncio.TimeoutError, ConnectionError):
+            shared.errors += 1
+            conn.abort()
+
+    await asyncio.wait_for(asyncio.gather(*(open_one() for _ in range(connections))), timeout=ramp + 10)
+    # The run ends by itself at the deadline; wait for it (bounded) plus the closing handshakes.
+    await asyncio.sleep(max(0.0, shared.start_at - loop.time()))
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await asyncio.sleep(max(0.0, shared.deadline - loop.time()))
+    cpu_pct = 100 * (time.process_time() - cpu0) / max(1e-9, time.perf_counter() - wall0)
+    pending = [c.closed for c in conns if not c.closed.done()]
     if pending:
-        await asyncio.wait(pending, timeout=5)
-    elapsed = duration
-    lat = sorted(stats.latencies)
+        await asyncio.wait(pending, timeout=REPLY_TIMEOUT + 3)
+    for c in conns:
+        if not c.closed.done():
+            c.abort()
+    lat = sorted(shared.latencies)
     return {
         "messages": len(lat),
-        "seconds": elapsed,
-        "messages_per_s": len(lat) / elapsed if elapsed > 0 else 0.0,
+        "seconds": duration,
+        "messages_per_s": len(lat) / duration if duration > 0 else 0.0,
         "p50_ms": _percentile(lat, 50) * 1000,
         "p99_ms": _percentile(lat, 99) * 1000,
-        "connections": stats.connected,
-        "errors": stats.errors + len(pending),
-        "mismatches": stats.mismatches,
+        "connections": shared.opened,
+        "errors": shared.errors,
+        "mismatches": shared.mismatches,
+        "client_cpu_pct": round(cpu_pct, 1),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("url")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--size", type=int, default=32, help="message size in bytes (default 32)")
     parser.add_argument("--ramp", type=float, default=1.0, help="seconds allowed for all connections to open")
+    parser.add_argument(
+        "--depth", type=int, default=1, help="messages in flight per connection (default 1: strict ping-pong)"
+    )
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     args = parser.parse_args(argv)
 
-    coro = run(args.url, args.connections, args.duration, args.size, args.ramp)
+    coro = run(args.url, args.connections, args.duration, args.size, args.ramp, max(1, args.depth))
     result: dict[str, float | int]
-    if not args.no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            result = asyncio.run(coro)
-        else:
-            result = uvloop.run(coro)
-    else:
+    try:
+        if args.no_uvloop:
+            raise ImportError
+        import uvloop
+    except ImportError:
         result = asyncio.run(coro)
+    else:
+        result = uvloop.run(coro)
     print(json.dumps(result))
     return 0 if result["messages"] > 0 else 1
 
