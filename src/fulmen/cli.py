@@ -43,6 +43,8 @@ def _click_option(option: Option) -> click.Option:
         )
     elif option.kind is bool and option.flag is None and default is False:
         kwargs["is_flag"] = True
+    elif option.existing_path:
+        kwargs["type"] = click.Path(exists=True)
     elif option.kind is not str:
         kwargs["type"] = option.kind
     if option.multiple:

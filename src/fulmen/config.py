@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import inspect
 import json
@@ -33,6 +34,7 @@ _HTTP_IMPLEMENTATIONS = {
 _WS_IMPLEMENTATIONS = {
     "none": None,
     "websockets": "fulmen.websockets.websockets_impl:WebSocketProtocol",
+    "websockets-sansio": "fulmen.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol",
     "wsproto": "fulmen.websockets.wsproto_impl:WSProtocol",
 }
 _LIFESPAN = {
@@ -122,7 +124,7 @@ class Config:
         if self.workers is None:
             self.workers = int(os.environ.get("WEB_CONCURRENCY", 1))
         if self.forwarded_allow_ips is None:
-            self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+            self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
         if self.h11_max_incomplete_event_size is None:
             self.h11_max_incomplete_event_size = DEFAULT_MAX_HEAD_SIZE
         self._resolve_reload()
@@ -213,20 +215,12 @@ class Config:
             if app_dir not in sys.path:
                 sys.path.insert(0, app_dir)
 
+        if self.http2:
+            logger.error("HTTP/2 is not supported by fulmen: drop --http2 to serve HTTP/1.1.")
+            sys.exit(STARTUP_FAILURE)
+
         try:
-            if self.ssl_context_factory is not None:
-                self.ssl = self.ssl_context_factory(self)
-            elif self.is_ssl:
-                assert self.ssl_certfile
-                self.ssl = create_ssl_context(
-                    keyfile=self.ssl_keyfile,
-                    certfile=self.ssl_certfile,
-                    password=self.ssl_keyfile_password,
-                    ssl_version=self.ssl_version,
-                    cert_reqs=self.ssl_cert_reqs,
-                    ca_certs=self.ssl_ca_certs,
-                    ciphers=self.ssl_ciphers,
-                )
+            self.ssl = self._create_ssl()
         except (OSError, ssl.SSLError, ValueError) as exc:
             logger.error("Error loading TLS certificate or key: %s", exc)
             sys.exit(STARTUP_FAILURE)
@@ -242,6 +236,37 @@ class Config:
 
         self.loaded_app = self._load_app()
         self.loaded = True
+
+    def default_ssl_context(self) -> ssl.SSLContext:
+        """The TLS context of the ``--ssl-*`` options (the ``default_factory`` of ``ssl_context_factory``)."""
+        if not self.ssl_certfile:
+            raise RuntimeError(
+                "The default TLS context needs ssl_certfile: pass ssl_certfile (and ssl_keyfile), or build "
+                "the SSLContext inside ssl_context_factory without calling the default factory."
+            )
+        return create_ssl_context(
+            keyfile=self.ssl_keyfile,
+            certfile=self.ssl_certfile,
+            password=self.ssl_keyfile_password,
+            ssl_version=self.ssl_version,
+            cert_reqs=self.ssl_cert_reqs,
+            ca_certs=self.ssl_ca_certs,
+            ciphers=self.ssl_ciphers,
+        )
+
+    def _create_ssl(self) -> ssl.SSLContext | None:
+        factory = self.ssl_context_factory
+        if factory is None:
+            return self.default_ssl_context() if self.is_ssl else None
+        if _positional_arity(factory) >= 2:
+            context = factory(self, self.default_ssl_context)
+        else:
+            context = factory(self)
+        if not isinstance(context, ssl.SSLContext):
+            raise TypeError(
+                f"ssl_context_factory must return an ssl.SSLContext, got {type(context).__name__}"
+            )
+        return context
 
     def _resolve_http(self) -> type[asyncio.Protocol]:
         name = self.http
@@ -273,6 +298,9 @@ class Config:
         try:
             return import_from_string(target)  # type: ignore[no-any-return]
         except (ImportError, ImportFromStringError) as exc:
+            if name == "websockets-sansio":  # the same library, through its other API
+                with contextlib.suppress(ImportError, ImportFromStringError):
+                    return import_from_string(_WS_IMPLEMENTATIONS["websockets"])  # type: ignore[no-any-return]
             if self.ws == "auto":
                 return None
             logger.error("Error loading WebSocket implementation %r: %s", self.ws, exc)
@@ -288,17 +316,20 @@ class Config:
             logger.exception("Error loading ASGI app: the module raised while being imported.")
             sys.exit(STARTUP_FAILURE)
 
-        if self.factory:
+        if self.factory or _looks_like_factory(app):
+            if not self.factory:
+                logger.warning(
+                    "ASGI app factory detected. Using it, "
+                    "but please consider setting the --factory flag explicitly."
+                )
             try:
                 app = app()
             except TypeError as exc:
                 logger.error("Error loading ASGI app factory: %s", exc)
                 sys.exit(STARTUP_FAILURE)
-        elif _looks_like_factory(app):
-            logger.warning(
-                "ASGI app factory detected. Using it, but please consider setting the --factory flag explicitly."
-            )
-            app = app()
+            except Exception:
+                logger.exception("Error loading ASGI app factory: the factory raised.")
+                sys.exit(STARTUP_FAILURE)
 
         if not callable(app):
             logger.error("Error loading ASGI app. %r is not callable.", self.app)
@@ -406,6 +437,21 @@ def _split_header(header: Any) -> tuple[str, str]:
         return name.strip(), value.strip()
     name, value = header
     return str(name), str(value)
+
+
+def _positional_arity(func: Any) -> int:
+    """How many positional arguments ``func`` accepts (a large number for ``*args``)."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    count = 0
+    for parameter in parameters:
+        if parameter.kind == inspect.Parameter.VAR_POSITIONAL:
+            return 1 << 16
+        if parameter.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count
 
 
 def _looks_like_factory(app: Any) -> bool:

@@ -81,6 +81,9 @@ class ColourizedFormatter(logging.Formatter):
         if self.use_colors:
             colour = _LEVEL_COLOURS.get(record.levelno)
             levelname = colour(levelname) if colour else levelname
+            if "color_message" in record.__dict__:
+                record.msg = record.__dict__["color_message"]
+                record.__dict__["message"] = record.getMessage()
         record.__dict__["levelprefix"] = f"{levelname}:{padding}"
         return super().formatMessage(record)
 
@@ -118,7 +121,7 @@ class AccessFormatter(ColourizedFormatter):
 
 def _status_colour(status: int) -> str:
     if status < 200:
-        return "white"
+        return "bright_white"
     if status < 300:
         return "green"
     if status < 400:

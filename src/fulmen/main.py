@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from fulmen.config import Config
-from fulmen.options import API_OPTIONS
+from fulmen.options import API_OPTIONS, STARTUP_FAILURE
 from fulmen.server import Server
 
 logger = logging.getLogger("fulmen.error")
@@ -22,7 +22,7 @@ def run(app: Any, **kwargs: Any) -> None:
 
     if (config.reload or config.workers > 1) and not isinstance(app, str):
         logger.warning("You must pass the application as an import string to enable 'reload' or 'workers'.")
-        sys.exit(1)
+        sys.exit(STARTUP_FAILURE)
 
     from fulmen.supervisors import choose_and_run
 

@@ -18,7 +18,7 @@ STARTUP_FAILURE = 3
 
 LOOP_CHOICES = ("auto", "asyncio", "uvloop", "none")
 HTTP_CHOICES = ("auto", "h11", "httptools")
-WS_CHOICES = ("auto", "none", "websockets", "wsproto")
+WS_CHOICES = ("auto", "none", "websockets", "websockets-sansio", "wsproto")
 LIFESPAN_CHOICES = ("auto", "on", "off")
 INTERFACE_CHOICES = ("auto", "asgi3", "asgi2", "wsgi")
 LOG_LEVEL_CHOICES = ("critical", "error", "warning", "info", "debug", "trace")
@@ -44,6 +44,7 @@ class Option:
     open_choices: bool = False
     multiple: bool = False
     flag: str | None = None  # the command line's spelling when not "--name" ("--x/--no-x", "--header")
+    existing_path: bool = False  # the command line checks that the file or directory exists
     cli: bool = True
     api: bool = True
     section: str = "Server"
@@ -82,6 +83,7 @@ OPTIONS: tuple[Option, ...] = (
         "Directories to watch for --reload. Defaults to the current directory.",
         multiple=True,
         flag="--reload-dir",
+        existing_path=True,
         section="Development",
     ),
     _o(
@@ -139,6 +141,13 @@ OPTIONS: tuple[Option, ...] = (
         "HTTP/1.1 implementation, or an import string of a protocol class.",
         choices=HTTP_CHOICES,
         open_choices=True,
+        section="Implementation",
+    ),
+    _o(
+        "http2",
+        False,
+        "Serve HTTP/2. Not supported by fulmen: the server refuses to start (uvicorn needs --http zttp).",
+        kind=bool,
         section="Implementation",
     ),
     _o(
@@ -201,10 +210,14 @@ OPTIONS: tuple[Option, ...] = (
         "env_file",
         None,
         "Environment file to load before the application (needs python-dotenv).",
+        existing_path=True,
         section="Application",
     ),
     _o(
-        "app_dir", ".", "Directory added to sys.path before importing the application.", section="Application"
+        "app_dir",
+        "",
+        "Directory added to sys.path before importing the application. Defaults to the current directory.",
+        section="Application",
     ),
     _o(
         "factory",
@@ -233,6 +246,7 @@ OPTIONS: tuple[Option, ...] = (
         LOGGING_CONFIG,
         "Logging configuration file (.json, .yaml or .ini). The API also "
         "takes a dict, or None to leave logging alone.",
+        existing_path=True,
         section="Logging",
     ),
     _o("log_level", None, "Log level.", choices=LOG_LEVEL_CHOICES, section="Logging"),
@@ -280,7 +294,7 @@ OPTIONS: tuple[Option, ...] = (
         "forwarded_allow_ips",
         None,
         "Comma separated addresses or networks trusted for proxy headers, "
-        "or '*'. Defaults to $FORWARDED_ALLOW_IPS, or 127.0.0.1.",
+        "or '*'. Defaults to $FORWARDED_ALLOW_IPS, or '127.0.0.1,::1'.",
         section="Proxy",
     ),
     _o(
@@ -383,12 +397,18 @@ OPTIONS: tuple[Option, ...] = (
         section="TLS",
     ),
     _o("ssl_ca_certs", None, "CA certificates file.", section="TLS"),
-    _o("ssl_ciphers", "TLSv1", "Ciphers to use (see the ssl module).", section="TLS"),
+    _o(
+        "ssl_ciphers",
+        None,
+        "Ciphers to use (see the ssl module). Defaults to OpenSSL's safe defaults.",
+        section="TLS",
+    ),
     # -- API only
     _o(
         "ssl_context_factory",
         None,
-        "A callable taking the Config and returning an ssl.SSLContext (API only).",
+        "A callable returning an ssl.SSLContext, called as factory(config, default_factory) "
+        "(or factory(config)); default_factory() builds the context of the --ssl-* options (API only).",
         cli=False,
         section="TLS",
     ),

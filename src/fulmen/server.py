@@ -17,6 +17,8 @@ from email.utils import formatdate
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import click
+
 from fulmen.config import Config
 from fulmen.options import STARTUP_FAILURE
 
@@ -97,13 +99,17 @@ class Server:
             config.load()
         self.lifespan = config.lifespan_class(config)
         message = "Started server process [%d]"
-        logger.info(message, process_id)
+        color_message = "Started server process [" + click.style("%d", fg="cyan") + "]"
+        logger.info(message, process_id, extra={"color_message": color_message})
         await self.startup(sockets=sockets)
-        if self.should_exit:
+        if not self.should_exit:
+            await self.main_loop()
+        if not self.started:
             return
-        await self.main_loop()
         await self.shutdown(sockets=sockets)
-        logger.info("Finished server process [%d]", process_id)
+        message = "Finished server process [%d]"
+        color_message = "Finished server process [" + click.style("%d", fg="cyan") + "]"
+        logger.info(message, process_id, extra={"color_message": color_message})
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         config = self.config
@@ -124,19 +130,31 @@ class Server:
             )
 
         backlog = config.backlog
+        listeners: list[socket.socket]
         try:
             if sockets is not None:
+                # Pre-bound sockets (supervisors, gunicorn-style embedding): bind_socket() logged them.
                 for sock in sockets:
                     server = await loop.create_server(
                         create_protocol, sock=sock, ssl=config.ssl, backlog=backlog
                     )
                     self.servers.append(server)
-                listeners: list[socket.socket] = list(sockets)
-            elif config.fd is not None or config.uds is not None:
-                sock = config.bind_socket()
+                listeners = list(sockets)
+            elif config.fd is not None:
+                sock = socket.fromfd(config.fd, socket.AF_UNIX, socket.SOCK_STREAM)
                 server = await loop.create_server(create_protocol, sock=sock, ssl=config.ssl, backlog=backlog)
                 self.servers.append(server)
-                listeners = [sock]
+                listeners = list(server.sockets)
+            elif config.uds is not None:
+                uds_perms = 0o666
+                if os.path.exists(config.uds):
+                    uds_perms = os.stat(config.uds).st_mode
+                server = await loop.create_unix_server(
+                    create_protocol, path=config.uds, ssl=config.ssl, backlog=backlog
+                )
+                os.chmod(config.uds, uds_perms)
+                self.servers.append(server)
+                listeners = list(server.sockets)
             else:
                 server = await loop.create_server(
                     create_protocol, host=config.host, port=config.port, ssl=config.ssl, backlog=backlog
@@ -145,25 +163,34 @@ class Server:
                 listeners = list(server.sockets)
         except OSError as exc:
             logger.error("%s", exc)
+            for server in self.servers:
+                server.close()
             await self.lifespan.shutdown()
             sys.exit(STARTUP_FAILURE)
 
-        if sockets is None and config.fd is None and config.uds is None:
-            self._log_started(listeners)
-        else:
-            logger.info("Fulmen serving on %d socket(s)", len(listeners))
+        if sockets is None:
+            self._log_started_message(listeners)
         self.started = True
 
-    def _log_started(self, listeners: list[socket.socket]) -> None:
+    def _log_started_message(self, listeners: list[socket.socket]) -> None:
         config = self.config
-        scheme = "https" if config.is_ssl else "http"
-        for sock in listeners[:1]:
-            address = sock.getsockname()
-            host = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
-            if config.host in ("0.0.0.0", "::"):
-                host = f"[{config.host}]" if ":" in config.host else config.host
-            message = f"Fulmen running on {scheme}://{host}:{address[1]} (Press CTRL+C to quit)"
-            logger.info(message)
+        if config.fd is not None:
+            sockname = listeners[0].getsockname() if listeners else config.fd
+            logger.info("Fulmen running on socket %s (Press CTRL+C to quit)", sockname)
+        elif config.uds is not None:
+            logger.info("Fulmen running on unix socket %s (Press CTRL+C to quit)", config.uds)
+        else:
+            host = "0.0.0.0" if config.host is None else config.host
+            addr_format = "%s://[%s]:%d" if ":" in host else "%s://%s:%d"
+            port = config.port
+            if port == 0 and listeners:
+                port = listeners[0].getsockname()[1]
+            scheme = "https" if config.ssl else "http"
+            message = f"Fulmen running on {addr_format} (Press CTRL+C to quit)"
+            color_message = (
+                "Fulmen running on " + click.style(addr_format, bold=True) + " (Press CTRL+C to quit)"
+            )
+            logger.info(message, scheme, host, port, extra={"color_message": color_message})
 
     def update_default_headers(self) -> None:
         headers: list[tuple[bytes, bytes]] = []
@@ -195,7 +222,7 @@ class Server:
             return True
         max_requests = self.server_state.max_requests
         if max_requests is not None and self.server_state.total_requests >= max_requests:
-            logger.warning("Maximum request limit of %d exceeded. Terminating process.", max_requests)
+            logger.info("Maximum request limit of %d exceeded. Terminating process.", max_requests)
             return True
         return False
 
@@ -256,9 +283,12 @@ class Server:
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+        # Hand the signals received back to the handlers that were there before (LIFO, as uvicorn
+        # does), so that a program embedding the server sees them. SIG_DFL and SIG_IGN are not
+        # re-raised: a server stopped gracefully by SIGTERM exits normally, with status 0.
         for captured in reversed(self._captured_signals):
             handler = original.get(captured)
-            if callable(handler) and handler is not signal.default_int_handler:
+            if callable(handler):
                 signal.raise_signal(captured)
         self._captured_signals.clear()
 
