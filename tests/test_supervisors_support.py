@@ -42,6 +42,13 @@ async def app(scope, receive, send):
         time.sleep(float(query))
     elif path == "/slow":
         await asyncio.sleep(float(query))
+    elif path == "/threads":  # worker threads of a thread pool, in this process
+        alive = [t for t in threading.enumerate() if t.name == "fulmen-worker"]
+        body = str(len(alive)).encode()
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
     elif path == "/stop-loop":  # end this worker's event loop abruptly (a crashed thread worker)
         asyncio.get_running_loop().stop()
     body = f"{VERSION} {os.getpid()} {threading.get_native_id()}".encode()
@@ -86,7 +93,12 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
 
 def write_app(directory: Path, version: str = "v1", name: str = "app.py") -> Path:
     path = directory / name
+    previous = path.stat().st_mtime if path.exists() else 0.0
     path.write_text(APP.replace('VERSION = "v1"', f'VERSION = "{version}"'))
+    # Cached bytecode is checked against the source's mtime in whole seconds (and its size): move the
+    # mtime on, or a rewrite within the same second would run the old code.
+    mtime = max(time.time(), previous + 2)
+    os.utime(path, (mtime, mtime))
     return path
 
 
