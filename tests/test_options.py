@@ -117,7 +117,9 @@ def test_every_cli_option_has_an_environment_variable() -> None:
     params = _fulmen_params()
     for option in OPTIONS:
         if option.cli:
-            assert params[option.name].envvar == "FULMEN_" + option.name.upper()
+            envvar = params[option.name].envvar
+            names = envvar if isinstance(envvar, list) else [envvar]
+            assert names[0] == "FULMEN_" + option.name.upper()
 
 
 def test_docs_settings_is_up_to_date() -> None:

@@ -33,7 +33,8 @@ class ChoiceOrImportString(click.ParamType):  # type: ignore[type-arg]
 
 
 def _click_option(option: Option) -> click.Option:
-    kwargs: dict[str, Any] = {"help": option.help, "envvar": option.envvar, "show_envvar": False}
+    envvar = option.envvars if len(option.envvars) > 1 else option.envvar
+    kwargs: dict[str, Any] = {"help": option.help, "envvar": envvar, "show_envvar": False}
     default = option.default
     if isinstance(default, dict):
         default = None  # log_config: the built-in configuration

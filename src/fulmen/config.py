@@ -116,9 +116,9 @@ class Config:
         self.ssl: ssl.SSLContext | None = None
         self.encoded_headers: list[tuple[bytes, bytes]] = []
 
+        self.configure_logging()
         if self.env_file is not None:
             _load_env_file(os.fspath(self.env_file))
-        self.configure_logging()
 
         self.headers = [_split_header(header) for header in (self.headers or [])]
         if self.workers is None:

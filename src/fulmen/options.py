@@ -54,6 +54,15 @@ class Option:
         return "FULMEN_" + self.name.upper()
 
     @property
+    def envvars(self) -> list[str]:
+        """``FULMEN_<NAME>``, and also the flag's spelling when it differs (``FULMEN_HEADER``)."""
+        names = [self.envvar]
+        spelled = "FULMEN_" + self.cli_name.split("/")[0].lstrip("-").replace("-", "_").upper()
+        if spelled not in names:
+            names.append(spelled)
+        return names
+
+    @property
     def cli_name(self) -> str:
         return self.flag or "--" + self.name.replace("_", "-")
 
@@ -463,7 +472,7 @@ def render_settings_markdown() -> str:
         ]
         for option in options:
             flag = option.cli_name if option.cli else "(API only)"
-            env = f"`{option.envvar}`" if option.cli else ""
+            env = ", ".join(f"`{name}`" for name in option.envvars) if option.cli else ""
             default = (
                 "fulmen.logging.LOGGING_CONFIG" if option.default is LOGGING_CONFIG else repr(option.default)
             )
