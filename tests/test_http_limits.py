@@ -49,9 +49,9 @@ def test_too_many_headers_gets_431(http_impl: str) -> None:
         many = b"".join(b"X-H%d: v\r\n" % i for i in range(25))
         assert _send(server, b"GET / HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n").startswith(b"HTTP/1.1 431 ")
         few = b"".join(b"X-H%d: v\r\n" % i for i in range(10))
-        assert _send(server, b"GET / HTTP/1.1\r\nHost: x\r\n" + few + b"Connection: close\r\n\r\n").startswith(
-            b"HTTP/1.1 200 "
-        )
+        assert _send(
+            server, b"GET / HTTP/1.1\r\nHost: x\r\n" + few + b"Connection: close\r\n\r\n"
+        ).startswith(b"HTTP/1.1 200 ")
 
 
 def test_missing_host_gets_400(http_impl: str) -> None:
@@ -123,7 +123,9 @@ def test_stalled_head_closed_after_request_header_timeout(http_impl: str) -> Non
 def test_limit_concurrency_admits_exactly_n(http_impl: str) -> None:
     with run_server(apps.slow, http=http_impl, limit_concurrency=3) as server:
         with ThreadPoolExecutor(5) as pool:
-            results = list(pool.map(lambda _: httpx.get(server.url + "/?1.0", timeout=10).status_code, range(5)))
+            results = list(
+                pool.map(lambda _: httpx.get(server.url + "/?1.0", timeout=10).status_code, range(5))
+            )
         assert sorted(results) == [200, 200, 200, 503, 503]
         assert httpx.get(server.url + "/?0").status_code == 200
 

@@ -389,10 +389,20 @@ class HTTPConnection(asyncio.Protocol):
             return
         self.cancel_timer()
         self.flow.pause_reading()
-        if self.active is not None and not self.active.response_complete:
-            self.pending_error = error
-            self.closing = True
-            return
+        active = self.active
+        if active is not None and not active.response_complete:
+            if active is self.cycle and active.more_body:
+                # The body being read is malformed: the application sees a disconnect.
+                active.disconnect()
+                if active.response_started:
+                    self.transport.close()
+                    return
+            else:
+                # A later request is bad: answer it after the current response, unless that closes anyway.
+                if active.keep_alive and not self.closing:
+                    self.pending_error = error
+                self.closing = True
+                return
         status = error.status
         if status == 400:
             logger.warning("Invalid HTTP request received.")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import h11
 
 from fulmen.http.connection import HTTPConnection, HTTPRequestError
+from fulmen.http.wire import lax_framing
 
 if TYPE_CHECKING:
     from fulmen.config import Config
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 _DONE_RESPONSE = h11.Response(status_code=204, headers=[])
 _END = h11.EndOfMessage()
+_MAX_CHUNK_SIZE = 1 << 64
 
 
 class H11Protocol(HTTPConnection):
@@ -40,6 +42,8 @@ class H11Protocol(HTTPConnection):
     def process_events(self) -> None:
         conn = self.conn
         while True:
+            if conn.their_state is h11.IDLE:
+                self.check_head(conn.trailing_data[0])
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
@@ -60,10 +64,12 @@ class H11Protocol(HTTPConnection):
             elif event_type is h11.Data:
                 assert isinstance(event, h11.Data)
                 self.on_body(bytes(event.data))
+                self.check_chunk_size()
             elif event_type is h11.EndOfMessage:
                 self.on_message_complete()
             elif event is h11.NEED_DATA:
                 self.parser_paused = False
+                self.check_chunk_size()
                 self.head_started = conn.their_state is h11.IDLE and bool(conn.trailing_data[0])
                 if self.head_started and len(conn.trailing_data[0]) > self.max_head_size:
                     raise HTTPRequestError(431, "Request head too large")
@@ -74,6 +80,23 @@ class H11Protocol(HTTPConnection):
                 return
             else:  # ConnectionClosed
                 return
+
+    @staticmethod
+    def check_head(buffer: bytes) -> None:
+        """Reject, as llhttp does, heads that h11 alone would accept (see :func:`lax_framing`)."""
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            end = buffer.find(b"\n\n")
+            if end < 0:
+                return
+        reason = lax_framing(buffer[: end + 4].lstrip(b"\r\n"))
+        if reason is not None:
+            raise HTTPRequestError(400, reason)
+
+    def check_chunk_size(self) -> None:
+        """A chunk size past 64 bits is an attack, not a body: llhttp rejects it, and so does this path."""
+        if getattr(self.conn._reader, "_bytes_in_chunk", 0) >= _MAX_CHUNK_SIZE:
+            raise HTTPRequestError(400, "Chunk size too large")
 
     def prepare_next_request(self) -> None:
         conn = self.conn

@@ -34,6 +34,27 @@ def is_field_value(value: bytes) -> bool:
     return b"\r" not in value and b"\n" not in value and b"\0" not in value
 
 
+def lax_framing(head: bytes) -> str | None:
+    """Why a raw request head is framed more loosely than llhttp accepts, or None.
+
+    h11 tolerates bare LF line ends, obsolete line folding and ``Content-Length: 5, 5``; llhttp
+    rejects them. The h11 path checks heads with this so both parsers give the same answer.
+    """
+    if head.count(b"\n") != head.count(b"\r\n"):
+        return "bare LF in request head"
+    if b"\n " in head or b"\n\t" in head:
+        return "obsolete line folding in request head"
+    lower = head.lower()
+    start = lower.find(b"\ncontent-length:")
+    while start >= 0:
+        end = lower.find(b"\r\n", start + 1)
+        value = lower[start + 16 : end if end >= 0 else len(lower)].strip()
+        if not value.isdigit():
+            return "invalid Content-Length"
+        start = lower.find(b"\ncontent-length:", start + 1)
+    return None
+
+
 def simple_response(status: int, body: bytes, *, close: bool = True, extra: bytes = b"") -> bytes:
     """A complete plain-text response, for errors the server answers itself."""
     return b"".join(
