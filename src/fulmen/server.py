@@ -113,6 +113,8 @@ class Server:
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         config = self.config
+        if not config.loaded:
+            config.load()  # uvicorn requires load() before startup(); fulmen does it when it was not
         if self.lifespan is None:
             self.lifespan = config.lifespan_class(config)
         await self.lifespan.startup()
