@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from fulmen.http.wire import (
     CONTINUE_RESPONSE,
     STATUS_LINES,
-    is_field_value,
     is_token,
     simple_response,
     status_line,
@@ -27,6 +26,24 @@ logger = logging.getLogger("fulmen.error")
 access_logger = logging.getLogger("fulmen.access")
 
 _NO_BODY_STATUSES = frozenset({204, 304})
+_SPECIAL_NAMES = frozenset({b"content-length", b"transfer-encoding", b"connection", b"server", b"date"})
+#: Response header names already checked, mapped to their lower-case form.
+_HEADER_NAMES: dict[bytes, bytes] = {}
+
+
+def _checked_name(name: bytes) -> bytes:
+    lower = bytes(name).lower()
+    if not is_token(lower):
+        raise RuntimeError(f"Invalid HTTP header name {name!r} in response.")
+    if len(_HEADER_NAMES) < 2048:
+        _HEADER_NAMES[name] = lower
+    return lower
+
+
+def _content_length(value: bytes) -> int:
+    if not value.isdigit():
+        raise RuntimeError(f"Invalid Content-Length {value!r} in response.")
+    return int(value)
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
 
@@ -166,9 +183,9 @@ class RequestResponseCycle:
         if not self.response_started:
             if message_type != "http.response.start":
                 raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{message_type}'.")
-            self.response_started = True
-            self.expect_continue = False
             self.pending_head = self._build_head(message["status"], message.get("headers", ()))
+            self.response_started = True  # after the checks: an invalid start still gets a 500
+            self.expect_continue = False
             # Sent with the first body chunk when that follows at once, else on the next loop turn.
             self.conn.loop.call_soon(self._flush_head)
         elif not self.response_complete:
@@ -191,36 +208,40 @@ class RequestResponseCycle:
             raise RuntimeError(f"Invalid HTTP status code '{status}' in response.")
         self.status = status
         parts = [STATUS_LINES.get(status) or status_line(status)]
+        append = parts.append
         content_length = -1
         app_chunked = False
-        seen_defaults: set[bytes] = set()
+        seen_defaults: set[bytes] | None = None
+        names = _HEADER_NAMES
         for name, value in headers:
-            name = bytes(name).lower()
-            value = bytes(value)
-            if not is_token(name):
-                raise RuntimeError(f"Invalid HTTP header name {name!r} in response.")
-            if not is_field_value(value):
+            lname = names.get(name)
+            if lname is None:
+                lname = _checked_name(name)
+            if b"\r" in value or b"\n" in value or b"\0" in value:
                 raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
-            if name == b"content-length":
-                try:
-                    content_length = int(value)
-                except ValueError:
-                    raise RuntimeError(f"Invalid Content-Length {value!r} in response.") from None
-                if content_length < 0:
-                    raise RuntimeError(f"Invalid Content-Length {value!r} in response.")
-            elif name == b"transfer-encoding":
-                if value.lower() != b"chunked":
-                    raise RuntimeError(f"Unsupported Transfer-Encoding {value!r} in response.")
-                app_chunked = True
-            elif name == b"connection":
-                if b"close" in value.lower():
-                    self.keep_alive = False
-            elif name in (b"server", b"date"):
-                seen_defaults.add(name)
-            parts.append(b"%s: %s\r\n" % (name, value))
-        for name, value in self.conn.server_state.default_headers:
-            if name not in seen_defaults:
-                parts.append(b"%s: %s\r\n" % (name, value))
+            if lname in _SPECIAL_NAMES:
+                if lname == b"content-length":
+                    content_length = _content_length(value)
+                elif lname == b"transfer-encoding":
+                    if value.lower() != b"chunked":
+                        raise RuntimeError(f"Unsupported Transfer-Encoding {value!r} in response.")
+                    app_chunked = True
+                elif lname == b"connection":
+                    if b"close" in value.lower():
+                        self.keep_alive = False
+                else:  # server, date: the application's replace the defaults
+                    seen_defaults = seen_defaults or set()
+                    seen_defaults.add(lname)
+            append(lname)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
+        if seen_defaults is None:
+            append(self.conn.default_header_block())
+        else:
+            for name, value in self.conn.server_state.default_headers:
+                if name not in seen_defaults:
+                    append(b"%s: %s\r\n" % (name, value))
 
         if self.conn.closing:
             self.keep_alive = False

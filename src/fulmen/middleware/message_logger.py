@@ -28,7 +28,7 @@ class MessageLoggerMiddleware:
         self.task_counter = 0
         self.logger = logging.getLogger("fulmen.asgi")
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         self.task_counter += 1
         task_counter = self.task_counter
         client = scope.get("client")
@@ -46,8 +46,9 @@ class MessageLoggerMiddleware:
 
         log(TRACE_LOG_LEVEL, "%s [%d] Started scope=%s", prefix, task_counter, _summary(scope))
         try:
-            await self.app(scope, inner_receive, inner_send)
+            result = await self.app(scope, inner_receive, inner_send)
         except BaseException:
             log(TRACE_LOG_LEVEL, "%s [%d] Raised exception", prefix, task_counter)
             raise
         log(TRACE_LOG_LEVEL, "%s [%d] Completed", prefix, task_counter)
+        return result

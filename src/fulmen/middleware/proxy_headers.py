@@ -25,6 +25,7 @@ class TrustedHosts:
         self.addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
         self.networks: list[_Network] = []
         self.literals: set[str] = set()
+        self._decisions: dict[str, bool] = {}
         for item in items:
             if not item or item == "*":
                 continue
@@ -41,6 +42,15 @@ class TrustedHosts:
             return True
         if not host:
             return False
+        known = self._decisions.get(host)
+        if known is not None:
+            return known
+        trusted = self._decide(host)
+        if len(self._decisions) < 4096:  # peers repeat; parsing an address per request is costly
+            self._decisions[host] = trusted
+        return trusted
+
+    def _decide(self, host: str) -> bool:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
@@ -96,13 +106,13 @@ class ProxyHeadersMiddleware:
         self.app = app
         self.trusted = TrustedHosts(trusted_hosts)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] in ("http", "websocket"):
             client = scope.get("client")
             peer = client[0] if client else None
             if peer in self.trusted:
                 self.rewrite(scope)
-        await self.app(scope, receive, send)
+        return await self.app(scope, receive, send)  # type: ignore[no-any-return]
 
     def rewrite(self, scope: dict[str, Any]) -> None:
         forwarded = []
