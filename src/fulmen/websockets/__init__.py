@@ -1,0 +1,1 @@
+"""WebSockets: one ASGI session (:mod:`fulmen.websockets.session`) behind two sans-I/O engines."""

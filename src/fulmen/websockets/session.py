@@ -1,0 +1,522 @@
+"""The ASGI WebSocket session, shared by both engines (``websockets`` and ``wsproto``).
+
+The HTTP connection hands over an already parsed handshake (:meth:`WebSocketSession.accept_upgrade`).
+From then on this class owns everything that is not framing: the ASGI events, the HTTP answers to a
+refused handshake, the close handshake, keepalive pings, the size and queue limits, back-pressure in
+both directions, graceful shutdown and the access log. An engine subclass only turns bytes into calls
+of :meth:`on_data`, :meth:`on_ping`, :meth:`on_pong`, :meth:`on_close` and :meth:`fail`, and outgoing
+messages into bytes; so the two libraries behave the same and the per-message path stays short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+
+from fulmen.http.connection import HTTPConnection
+from fulmen.http.flow_control import HIGH_WATER_LIMIT, FlowControl
+from fulmen.http.wire import (
+    ERROR_BODIES,
+    STATUS_LINES,
+    is_token,
+    simple_response,
+    status_line,
+)
+
+if TYPE_CHECKING:
+    from fulmen.config import Config
+    from fulmen.server import ServerState
+
+logger = logging.getLogger("fulmen.error")
+access_logger = logging.getLogger("fulmen.access")
+_TRACE = 5
+
+#: Seconds to wait for the peer's close frame, or for a closing transport to flush, before aborting.
+CLOSE_TIMEOUT = 5.0
+#: Longest close reason that fits a control frame, in bytes (125 minus the 2-byte code).
+MAX_CLOSE_REASON = 123
+
+# Session states.
+CONNECTING = 0  # handshake not answered yet
+OPEN = 1  # accepted: messages flow both ways
+RESPONSE = 2  # the app is sending its own HTTP response (websocket.http.response extension)
+CLOSING = 3  # we sent a close frame and wait for the peer's
+CLOSED = 4  # nothing more is sent
+
+_REFUSED = {403: b"Forbidden", 400: b"Invalid WebSocket handshake", 503: ERROR_BODIES[503]}
+
+
+class HandshakeError(Exception):
+    """The upgrade request is not a valid WebSocket handshake: answered with 400, the app never runs."""
+
+
+class ClientDisconnected(OSError):
+    """Raised by ``send`` once the connection is closed (the ASGI spec asks for an IOError subclass)."""
+
+
+class _AccessRecord(NamedTuple):
+    """What :meth:`HTTPConnection.log_access` reads from a request cycle, for a handshake."""
+
+    scope: dict[str, Any]
+    status: int
+    bytes_sent: int
+    started_at: float
+
+
+def _subprotocols(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
+    offered: list[str] = []
+    for name, value in headers:
+        if name == b"sec-websocket-protocol":
+            offered.extend(token.strip() for token in value.decode("latin-1").split(",") if token.strip())
+    return offered
+
+
+def _truncate_reason(reason: str) -> str:
+    """A close reason cut to what fits a close frame, without splitting a character."""
+    if len(reason) * 4 <= MAX_CLOSE_REASON:
+        return reason
+    return reason.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")
+
+
+class WebSocketSession(asyncio.Protocol):
+    """One upgraded connection. Engine subclasses implement the hooks in the last section."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        self.config = config
+        self.app = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.server_state = server_state
+        self.app_state = app_state
+        self.limit_concurrency: int | None = config.limit_concurrency
+        self.max_size: int = config.ws_max_size
+        self.max_queue: int = max(1, config.ws_max_queue)
+        self.ping_interval: float | None = config.ws_ping_interval or None
+        self.ping_timeout: float | None = config.ws_ping_timeout or None
+        self.per_message_deflate = bool(config.ws_per_message_deflate)
+        self.access_log = bool(config.access_log) and access_logger.hasHandlers()
+
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.flow: FlowControl = None  # type: ignore[assignment]
+        self.scope: dict[str, Any] = {}
+        self.state = CONNECTING
+        self.reading = False  # frames are parsed: from accept until the peer's close or a failure
+        self.pending = bytearray()  # bytes received before the app accepted
+        self.queue: deque[dict[str, Any]] = deque([{"type": "websocket.connect"}])
+        self.waiter: asyncio.Future[None] | None = None
+        self.disconnect: dict[str, Any] | None = None  # the websocket.disconnect the app gets, once over
+        self.parts: list[Any] = []  # fragments of the message being received
+        self.parts_size = 0
+        self.close_code: int | None = None  # the code of the close frame we sent
+        self.ping_timer: asyncio.TimerHandle | None = None
+        self.pong_timer: asyncio.TimerHandle | None = None
+        self.close_timer: asyncio.TimerHandle | None = None
+        self.status = 0
+        self.bytes_sent = 0
+        self.started_at = 0.0
+
+    # -- the hand-over from the HTTP connection
+
+    def accept_upgrade(self, transport: asyncio.Transport, scope: dict[str, Any], trailing: bytes) -> None:
+        """Take over ``transport`` with the parsed handshake, then check limits and start the app."""
+        self.transport = transport
+        self.flow = FlowControl(transport)
+        state = self.server_state
+        state.connections.add(self)
+        if self.access_log:
+            self.started_at = time.monotonic()
+        if logger.isEnabledFor(_TRACE):
+            logger.log(_TRACE, "%s - WebSocket connection made", self.client_text)
+        if not transport.is_reading():
+            transport.resume_reading()  # the HTTP parser may have paused it at the upgrade
+        scope["subprotocols"] = _subprotocols(scope["headers"])
+        scope["extensions"] = {"websocket.http.response": {}}
+        self.scope = scope
+        if trailing:
+            self.pending += trailing
+
+        limit = state.max_requests
+        if (limit is not None and state.total_requests >= limit) or (
+            self.limit_concurrency is not None and len(state.tasks) >= self.limit_concurrency
+        ):
+            self.refuse(503)
+            return
+        try:
+            self.start_engine(scope)
+        except HandshakeError as exc:
+            logger.warning("Invalid WebSocket handshake received: %s", exc)
+            self.refuse(400)
+            return
+        state.total_requests += 1
+        task = self.loop.create_task(self.run_asgi())
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+
+    # -- asyncio.Protocol
+
+    def data_received(self, data: bytes) -> None:
+        if self.reading:
+            try:
+                self.feed(data)
+            except Exception as exc:  # a bug in an engine must not leave the connection hanging
+                logger.error("Error while reading WebSocket frames", exc_info=exc)
+                self.fail(1011, "")
+        elif self.state == CONNECTING:
+            self.pending += data
+            if len(self.pending) > HIGH_WATER_LIMIT:
+                self.flow.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server_state.connections.discard(self)
+        if logger.isEnabledFor(_TRACE):
+            logger.log(_TRACE, "%s - WebSocket connection lost", self.client_text)
+        self.reading = False
+        self.state = CLOSED
+        self.cancel_timers()
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+            self.close_timer = None
+        if self.disconnect is None:
+            self.set_disconnect(self.close_code if self.close_code is not None else 1006, "")
+        self.flow.resume_writing()  # a send() waiting for the transport returns (and raises)
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    # -- events from the engine
+
+    def on_data(self, data: Any, fin: bool) -> None:
+        """A data frame, or part of one (``str`` for text, ``bytes`` for binary); a message once ``fin``."""
+        parts = self.parts
+        if fin and not parts:
+            if len(data) > self.max_size:
+                self.fail(1009, "Message too big")
+                return
+        else:
+            size = self.parts_size + len(data)
+            if size > self.max_size:
+                self.fail(1009, "Message too big")
+                return
+            parts.append(data)
+            if not fin:
+                self.parts_size = size
+                return
+            data = "".join(parts) if type(data) is str else b"".join(parts)
+            parts.clear()
+            self.parts_size = 0
+        if type(data) is str:
+            message = {"type": "websocket.receive", "text": data}
+        else:
+            message = {"type": "websocket.receive", "bytes": data}
+        queue = self.queue
+        queue.append(message)
+        if len(queue) >= self.max_queue:
+            self.flow.pause_reading()
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_ping(self, payload: bytes) -> None:
+        if self.state == OPEN:
+            self.transport.write(self.frame_pong(payload))
+
+    def on_pong(self, payload: bytes) -> None:
+        # Any pong proves the peer alive: RFC 6455 allows unsolicited pongs as heartbeats.
+        if self.pong_timer is not None:
+            self.pong_timer.cancel()
+            self.pong_timer = None
+
+    def on_close(self, code: int, reason: str) -> None:
+        """The peer's close frame: echo it (unless ours went first) and close the TCP connection."""
+        self.reading = False
+        if self.state == OPEN:
+            self.transport.write(self.frame_close(None if code == 1005 else code, reason))
+        self.finish(code, reason)
+
+    def fail(self, code: int, reason: str) -> None:
+        """A protocol violation or a limit: close with ``code`` at once, without waiting for the peer."""
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s - WebSocket closed with %d: %s", self.client_text, code, reason)
+        self.reading = False
+        if self.state == OPEN:
+            self.transport.write(self.frame_close(code, reason))
+        self.finish(code, reason)
+
+    # -- the ASGI application
+
+    async def run_asgi(self) -> None:
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            self.close_transport()
+        except asyncio.CancelledError:
+            self.transport.abort()
+            raise
+        except BaseException as exc:
+            logger.error("Exception in ASGI application\n", exc_info=exc)
+            if self.state == CONNECTING:
+                self.refuse(403)
+            elif self.state == OPEN:
+                self.start_close(1011, "")
+            elif self.state == RESPONSE:
+                self.close_transport()
+        else:
+            if result is not None:
+                logger.error("ASGI callable should return None, but returned '%s'.", result)
+            if self.state == CONNECTING:
+                logger.error("ASGI callable returned without sending handshake.")
+                self.refuse(403)
+            elif self.state == OPEN:
+                self.start_close(1000, "")
+            elif self.state == RESPONSE:
+                logger.error("ASGI callable returned without completing response.")
+                self.close_transport()
+
+    async def receive(self) -> dict[str, Any]:
+        queue = self.queue
+        while not queue:
+            if self.disconnect is not None:
+                return self.disconnect
+            waiter = self.waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+        message = queue.popleft()
+        if self.flow.read_paused and self.reading and len(queue) < self.max_queue:
+            self.flow.resume_reading()
+        return message
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.flow.write_paused and self.state != CLOSED:
+            await self.flow.drain()
+        message_type = message["type"]
+        state = self.state
+        if state == OPEN:
+            if message_type == "websocket.send":
+                text = message.get("text")
+                if text is not None:
+                    self.transport.write(self.frame_text(text))
+                    return
+                data = message.get("bytes")
+                if data is None:
+                    raise RuntimeError("Expected 'text' or 'bytes' in ASGI message 'websocket.send'.")
+                self.transport.write(self.frame_bytes(data))
+            elif message_type == "websocket.close":
+                self.start_close(message.get("code") or 1000, _truncate_reason(message.get("reason") or ""))
+            else:
+                raise RuntimeError(
+                    f"Expected ASGI message 'websocket.send' or 'websocket.close', but got '{message_type}'."
+                )
+        elif state == CONNECTING:
+            if message_type == "websocket.accept":
+                self.accept(message)
+            elif message_type == "websocket.close":
+                self.refuse(403)
+            elif message_type == "websocket.http.response.start":
+                self.start_response(message)
+            else:
+                raise RuntimeError(
+                    "Expected ASGI message 'websocket.accept', 'websocket.close' or "
+                    f"'websocket.http.response.start', but got '{message_type}'."
+                )
+        elif state == RESPONSE:
+            if message_type != "websocket.http.response.body":
+                raise RuntimeError(
+                    f"Expected ASGI message 'websocket.http.response.body', but got '{message_type}'."
+                )
+            body = message.get("body", b"")
+            if body:
+                self.bytes_sent += len(body)
+                self.transport.write(body)
+            if not message.get("more_body", False):
+                self.log_access(self.status)
+                self.state = CLOSED
+                self.set_disconnect(1006, "")
+                self.close_transport()
+        elif message_type != "websocket.close":  # closing twice is harmless; anything else is not
+            raise ClientDisconnected("The WebSocket connection is closed.")
+
+    # -- the handshake answer
+
+    def accept(self, message: dict[str, Any]) -> None:
+        headers: list[tuple[bytes, bytes]] = []
+        subprotocol = message.get("subprotocol")
+        if subprotocol is not None:
+            headers.append((b"sec-websocket-protocol", subprotocol.encode("latin-1")))
+        headers += self.response_headers(message.get("headers") or ())
+        self.transport.write(self.accept_response(headers))
+        self.state = OPEN
+        self.reading = True
+        self.log_access(101)
+        if self.ping_interval is not None:
+            self.ping_timer = self.loop.call_later(self.ping_interval, self.send_ping)
+        if self.pending:
+            pending, self.pending = self.pending, bytearray()
+            self.feed(bytes(pending))
+        if self.reading and len(self.queue) < self.max_queue:
+            self.flow.resume_reading()
+
+    def start_response(self, message: dict[str, Any]) -> None:
+        """The app's own HTTP answer to the handshake; its body ends when the connection closes."""
+        status = message["status"]
+        if type(status) is not int or not 100 <= status <= 599:
+            raise RuntimeError(f"Invalid HTTP status code '{status}' in response.")
+        head = [STATUS_LINES.get(status) or status_line(status)]
+        for name, value in self.response_headers(message.get("headers") or ()):
+            if name != b"connection":
+                head.append(b"%s: %s\r\n" % (name, value))
+        head.append(b"connection: close\r\n\r\n")
+        self.transport.write(b"".join(head))
+        self.status = status
+        self.state = RESPONSE
+
+    def response_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The app's headers, checked, followed by the server's default headers it did not set."""
+        checked: list[tuple[bytes, bytes]] = []
+        names: set[bytes] = set()
+        for raw_name, raw_value in headers:
+            name = bytes(raw_name).lower()
+            value = bytes(raw_value)
+            if not is_token(name):
+                raise RuntimeError(f"Invalid HTTP header name {name!r} in response.")
+            if b"\r" in value or b"\n" in value or b"\0" in value:
+                raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
+            names.add(name)
+            checked.append((name, value))
+        checked += [(name, value) for name, value in self.server_state.default_headers if name not in names]
+        return checked
+
+    def refuse(self, status: int) -> None:
+        """Answer the handshake with a plain HTTP error (403, 400, 503) and close."""
+        self.state = CLOSED
+        self.reading = False
+        if not self.transport.is_closing():
+            self.transport.write(simple_response(status, _REFUSED[status]))
+        self.log_access(status)
+        self.set_disconnect(1006, "")
+        self.close_transport()
+
+    # -- closing
+
+    def start_close(self, code: int, reason: str) -> None:
+        """Send our close frame; the peer answers with its own, else the connection is aborted later."""
+        self.state = CLOSING
+        self.close_code = code
+        self.cancel_timers()
+        self.transport.write(self.frame_close(code, reason))
+        if self.close_timer is None:
+            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
+
+    def finish(self, code: int, reason: str) -> None:
+        self.state = CLOSED
+        self.cancel_timers()
+        self.set_disconnect(code, reason)
+        self.close_transport()
+
+    def set_disconnect(self, code: int, reason: str) -> None:
+        if self.disconnect is None:
+            self.disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close_transport(self) -> None:
+        """Close after the buffered bytes are sent; abort if the peer does not read them in time."""
+        transport = self.transport
+        if not transport.is_closing():
+            transport.close()
+        if self.close_timer is None:
+            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, transport.abort)
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close 1012 to an open WebSocket (the app then sees the disconnect)."""
+        if self.state == OPEN:
+            self.start_close(1012, "")
+        elif self.state == CONNECTING:
+            self.refuse(503)
+
+    # -- keepalive
+
+    def send_ping(self) -> None:
+        self.ping_timer = None
+        if self.state != OPEN:
+            return
+        self.transport.write(self.frame_ping(os.urandom(4)))
+        if self.ping_timeout is not None and self.pong_timer is None:
+            self.pong_timer = self.loop.call_later(self.ping_timeout, self.on_ping_timeout)
+        assert self.ping_interval is not None
+        self.ping_timer = self.loop.call_later(self.ping_interval, self.send_ping)
+
+    def on_ping_timeout(self) -> None:
+        self.pong_timer = None
+        if self.state == OPEN:
+            self.fail(1011, "keepalive ping timeout")
+
+    def cancel_timers(self) -> None:
+        if self.ping_timer is not None:
+            self.ping_timer.cancel()
+            self.ping_timer = None
+        if self.pong_timer is not None:
+            self.pong_timer.cancel()
+            self.pong_timer = None
+
+    # -- logging
+
+    @property
+    def client_text(self) -> str:
+        client = self.scope.get("client")
+        return f"{client[0]}:{client[1]}" if client else ""
+
+    def log_access(self, status: int) -> None:
+        """One access line per handshake, in the HTTP format, with ``WebSocket`` as the method."""
+        self.status = status
+        if self.access_log:
+            scope = dict(self.scope, method="WebSocket")
+            record = _AccessRecord(scope, status, self.bytes_sent, self.started_at)
+            HTTPConnection.log_access(cast(Any, None), cast(Any, record))
+
+    # -- the engine: implemented by the adapters
+
+    def start_engine(self, scope: dict[str, Any]) -> None:
+        """Check the handshake and negotiate extensions; raise :class:`HandshakeError` when invalid."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def accept_response(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """The ``101 Switching Protocols`` response, with the engine's headers and ``headers``."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def feed(self, data: bytes) -> None:
+        """Parse received bytes into calls of the ``on_*`` events (stop once ``reading`` is False)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def frame_text(self, text: str) -> bytes:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def frame_bytes(self, data: bytes) -> bytes:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def frame_ping(self, payload: bytes) -> bytes:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def frame_pong(self, payload: bytes) -> bytes:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def frame_close(self, code: int | None, reason: str) -> bytes:
+        """A close frame; ``code`` None means an empty one (the echo of a close without a code)."""
+        raise NotImplementedError  # pragma: no cover - abstract
