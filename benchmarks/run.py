@@ -82,6 +82,8 @@ class RunResult:
     peak_rss_mib: float = 0.0
     server_cpu_pct: float = 0.0
     client_cpu_pct: float | None = None
+    core_busy_pct: dict[str, float] = field(default_factory=dict)
+    background_busy_pct: float = 0.0
     socket_errors: int = 0
     non_2xx: int = 0
     started_in_s: float = 0.0
@@ -103,6 +105,7 @@ class Summary:
     server_cpu_pct: float
     client_cpu_pct: float | None = None
     ratio: float | None = None
+    noisy_rounds: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -178,6 +181,8 @@ class Config:
     client_cpu: int
     ws_message_size: int
     ws_depth: int
+    quiet_threshold: float
+    quiet_wait: float
     json_path: str | None
     chart_path: str | None
     quick: bool
@@ -364,6 +369,55 @@ def _cpu_ticks(pid: int) -> int | None:
         return None
 
 
+def _cpu_stat() -> dict[int, list[int]]:
+    """Per-CPU jiffies from /proc/stat: {cpu: [user, nice, system, idle, iowait, irq, softirq, steal]}."""
+    out: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/stat") as fh:
+            for line in fh:
+                name, _, rest = line.partition(" ")
+                if name.startswith("cpu") and name[3:].isdigit():
+                    out[int(name[3:])] = [int(x) for x in rest.split()]
+    return out
+
+
+def _busy_pct(before: dict[int, list[int]], after: dict[int, list[int]]) -> dict[int, float]:
+    """Share of each CPU's time not idle (idle + iowait) between two /proc/stat readings."""
+    busy: dict[int, float] = {}
+    for cpu, b in after.items():
+        a = before.get(cpu)
+        if not a or len(a) < 5:
+            continue
+        total = sum(b[:8]) - sum(a[:8])
+        idle = (b[3] + b[4]) - (a[3] + a[4])
+        if total > 0:
+            busy[cpu] = round(100.0 * (total - idle) / total, 1)
+    return busy
+
+
+def background_busy(cpus: Sequence[int], window: float = 0.5) -> float:
+    """Highest busy share of ``cpus`` over ``window`` seconds, with no server running."""
+    before = _cpu_stat()
+    time.sleep(window)
+    busy = _busy_pct(before, _cpu_stat())
+    return max((busy.get(c, 0.0) for c in cpus), default=0.0)
+
+
+def wait_for_quiet(cfg: Config) -> float:
+    """Wait (bounded by cfg.quiet_wait) until the benchmark CPUs are idle; return the last busy %.
+
+    Other work on the machine (a test suite, a build) skews the figures; the
+    harness cannot stop it, but it can wait a little and record how busy the
+    CPUs were just before each run.
+    """
+    cpus = [cfg.server_cpu, cfg.client_cpu] if cfg.pin else list(range(os.cpu_count() or 1))
+    deadline = time.monotonic() + cfg.quiet_wait
+    busy = background_busy(cpus)
+    while busy > cfg.quiet_threshold and time.monotonic() < deadline:
+        busy = background_busy(cpus)
+    return busy
+
+
 class ProcessTreeSampler:
     """Samples a process tree from /proc in a background thread.
 
@@ -376,6 +430,8 @@ class ProcessTreeSampler:
         self.interval = interval
         self.peak_kib = 0
         self.cpu_pct = 0.0
+        self.core_busy_pct: dict[int, float] = {}
+        self._stat0: dict[int, list[int]] = {}
         self._first: dict[int, int] = {}
         self._last: dict[int, int] = {}
         self._t0 = 0.0
@@ -407,6 +463,7 @@ class ProcessTreeSampler:
             self.sample()
 
     def __enter__(self) -> ProcessTreeSampler:
+        self._stat0 = _cpu_stat()
         self._t0 = time.monotonic()
         self.sample()
         self._thread.start()
@@ -420,6 +477,7 @@ class ProcessTreeSampler:
         used = sum(self._last[p] - self._first[p] for p in self._last)
         hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.cpu_pct = 100.0 * used / hz / elapsed if elapsed > 0 else 0.0
+        self.core_busy_pct = _busy_pct(self._stat0, _cpu_stat())
 
 
 # ------------------------------------------------------------------ load drivers
@@ -486,7 +544,8 @@ def run_ws(port: int, connections: int, seconds: int, cfg: Config) -> dict[str, 
         raise RuntimeError(f"ws_client printed nothing (rc {res.returncode}): {res.stderr.strip()[-400:]}")
     data = json.loads(lines[-1])
     if data["messages"] == 0:
-        raise RuntimeError(f"ws_client exchanged no message: {data}")
+        why = data.get("first_error") or f"{data['errors']} error(s)"
+        raise RuntimeError(f"WebSocket client exchanged no message ({data['connections']} connected): {why}")
     return {
         "requests_per_s": data["messages_per_s"],
         "requests": data["messages"],
@@ -506,6 +565,7 @@ def drive(workload: str, port: int, connections: int, seconds: int, cfg: Config)
 
 def measure(server: str, workload: str, connections: int, rnd: int, cfg: Config) -> RunResult:
     result = RunResult(server, workload, connections, rnd)
+    result.background_busy_pct = round(wait_for_quiet(cfg), 1)
     t0 = time.monotonic()
     try:
         with running_server(server, workload, cfg) as (proc, port):
@@ -525,11 +585,20 @@ def measure(server: str, workload: str, connections: int, rnd: int, cfg: Config)
         result.non_2xx = int(data["non_2xx"])
         result.peak_rss_mib = round(sampler.peak_kib / 1024, 2)
         result.server_cpu_pct = round(sampler.cpu_pct, 1)
+        result.core_busy_pct = {str(k): v for k, v in sampler.core_busy_pct.items()}
         result.client_cpu_pct = _round_opt(data.get("client_cpu_pct"))
         result.ok = True
     except (RuntimeError, OSError, subprocess.SubprocessError, ValueError, http.client.HTTPException) as exc:
         result.error = str(exc).strip()[:2000] or type(exc).__name__
     return result
+
+
+def _cores(r: RunResult, cfg: Config) -> str:
+    busy = r.core_busy_pct
+    srv, cli = busy.get(str(cfg.server_cpu)), busy.get(str(cfg.client_cpu))
+    if not cfg.pin or srv is None or cli is None:
+        return ""
+    return f"  cores busy {srv:.0f}/{cli:.0f}%"
 
 
 def _round_opt(value: Any) -> float | None:
@@ -568,6 +637,7 @@ def summarize(results: Sequence[RunResult], cfg: Config) -> list[Summary]:
                 peak_rss_mib=max((r.peak_rss_mib for r in good), default=0.0),
                 server_cpu_pct=round(statistics.median([r.server_cpu_pct for r in good]), 1) if good else 0.0,
                 client_cpu_pct=round(statistics.median(ccpu), 1) if ccpu else None,
+                noisy_rounds=sum(1 for r in good if r.background_busy_pct > cfg.quiet_threshold),
                 errors=[r.error for r in runs if not r.ok],
             )
         )
@@ -602,7 +672,7 @@ def format_table(summaries: Sequence[Summary], cfg: Config) -> str:
             lines.append("")
         prev = group
         if s.rounds_ok == 0:
-            lines.append(f"{s.workload:<10} {s.connections:>5} {s.server:<10} FAILED: {s.errors[0][:70]}")
+            lines.append(f"{s.workload:<10} {s.connections:>5} {s.server:<10} FAILED: {s.errors[0][:90]}")
             continue
         unit = " msg/s" if s.workload == "websocket" else ""
         spread = f"{s.min_rps:,.0f}..{s.max_rps:,.0f}"
@@ -610,12 +680,18 @@ def format_table(summaries: Sequence[Summary], cfg: Config) -> str:
         lines.append(
             f"{s.workload:<10} {s.connections:>5} {s.server:<10} {s.median_rps:>15,.0f} {spread:>19} "
             f"{s.stdev_rps:>8,.0f} {_fmt_ms(s.p50_ms):>8} {_fmt_ms(s.p99_ms):>8} {s.peak_rss_mib:>8.1f} "
-            f"{s.server_cpu_pct:>6.0f}% {ratio:>6}{unit}"
+            f"{s.server_cpu_pct:>6.0f}% {ratio:>6}{unit}{' *' if s.noisy_rounds else ''}"
         )
         if s.client_cpu_pct is not None and s.client_cpu_pct >= CLIENT_BOUND_PCT:
             lines.append(
                 f"{'':<17} ^ load generator at {s.client_cpu_pct:.0f}% CPU: client-bound, ratio understated"
             )
+    if any(s.noisy_rounds for s in summaries):
+        lines.append("")
+        lines.append(
+            f"* some rounds started while the machine was busier than {cfg.quiet_threshold:.0f}% "
+            "(other processes): treat those figures with care"
+        )
     return "\n".join(lines)
 
 
@@ -731,6 +807,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--ws-depth", type=int, default=1, help="WebSocket messages in flight per connection (default 1)"
     )
+    p.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=15.0,
+        help="before each run, wait while a benchmark CPU is busier than this %% (default 15)",
+    )
+    p.add_argument("--quiet-wait", type=float, default=20.0, help="longest such wait, seconds (default 20)")
     p.add_argument("--quick", action="store_true", help="smoke check: 1 round, 3 s per run, 1 s warm-up")
     return p.parse_args(argv)
 
@@ -787,6 +870,8 @@ def build_config(ns: argparse.Namespace) -> Config:
         client_cpu=ns.client_cpu,
         ws_message_size=ns.ws_message_size,
         ws_depth=max(1, ns.ws_depth),
+        quiet_threshold=ns.quiet_threshold,
+        quiet_wait=max(0.0, ns.quiet_wait),
         json_path=ns.json_path,
         chart_path=chart_path,
         quick=ns.quick,
@@ -895,12 +980,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             tag = f"[{i:>3}/{len(plan)}] {workload:<9} c={conns:<4} round {rnd}/{cfg.rounds} {server:<8}"
             if r.ok:
                 extra = ""
+                if r.background_busy_pct > cfg.quiet_threshold:
+                    extra += f"  [machine busy {r.background_busy_pct:.0f}% before the run]"
                 if r.socket_errors or r.non_2xx:
-                    extra = f"  (socket errors {r.socket_errors}, bad responses {r.non_2xx})"
+                    extra += f"  (socket errors {r.socket_errors}, bad responses {r.non_2xx})"
                 print(
                     f"{tag} {r.requests_per_s:>11,.0f}/s  p50 {_fmt_ms(r.p50_ms)} ms"
                     f"  p99 {_fmt_ms(r.p99_ms)} ms  RSS {r.peak_rss_mib:.1f} MiB  CPU {r.server_cpu_pct:.0f}%"
-                    f"{'' if r.client_cpu_pct is None else f' (client {r.client_cpu_pct:.0f}%)'}{extra}",
+                    f"{'' if r.client_cpu_pct is None else f' (client {r.client_cpu_pct:.0f}%)'}"
+                    f"{_cores(r, cfg)}{extra}",
                     flush=True,
                 )
             else:

@@ -55,6 +55,7 @@ class Shared:
         self.deadline = deadline  # loop.time() after which no new message is sent
         self.latencies: list[float] = []
         self.errors = 0
+        self.first_error = ""
         self.mismatches = 0
         self.opened = 0
 
@@ -84,7 +85,9 @@ class EchoConnection(asyncio.Protocol):
         self.ws.receive_data(data)
         for event in self.ws.events_received():
             if isinstance(event, Response):
-                if event.status_code == 101 and not self.opened.done():
+                if event.status_code != 101 and not self.opened.done():
+                    self.opened.set_exception(ConnectionError(f"handshake answered {event.status_code}"))
+                elif not self.opened.done():
                     self.shared.opened += 1
                     self.opened.set_result(None)
                     self.loop.call_at(self.shared.start_at, self._start)
@@ -193,8 +196,9 @@ async def run(
         try:
             await asyncio.wait_for(loop.create_connection(lambda: conn, uri.host, uri.port), timeout=ramp + 4)
             await asyncio.wait_for(conn.opened, timeout=ramp + 4)
-        except (OSError, asyncio.TimeoutError, ConnectionError):
+        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
             shared.errors += 1
+            shared.first_error = shared.first_error or f"{type(exc).__name__}: {exc}"[:300]
             conn.abort()
 
     await asyncio.wait_for(asyncio.gather(*(open_one() for _ in range(connections))), timeout=ramp + 10)
@@ -220,6 +224,7 @@ async def run(
         "errors": shared.errors,
         "mismatches": shared.mismatches,
         "client_cpu_pct": round(cpu_pct, 1),
+        "first_error": shared.first_error,
     }
 
 
