@@ -68,7 +68,7 @@ def test_exception_before_response_is_500_with_traceback(http_impl: str, error_l
         assert response.status_code == 500
         assert response.text == "Internal Server Error"
         assert response.headers["connection"] == "close"
-        records = [record for record in error_log.records if record.getMessage().startswith("Exception in ASGI")]
+        records = [r for r in error_log.records if r.getMessage().startswith("Exception in ASGI")]
         assert len(records) == 1 and records[0].exc_info is not None
         assert "broken before the response" in str(records[0].exc_info[1])
         assert httpx.get(server.url + "/ok", timeout=5).text == "ok"

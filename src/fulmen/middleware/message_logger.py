@@ -7,18 +7,22 @@ from typing import Any
 
 from fulmen.logging import TRACE_LOG_LEVEL
 
-_PLACEHOLDER_SIZE = 80
+PLACEHOLDER_FORMAT = {
+    "body": "<{length} bytes>",
+    "bytes": "<{length} bytes>",
+    "text": "<{length} chars>",
+    "headers": "<...>",
+}
 
 
 def _summary(message: Any) -> Any:
-    """The message, with long bodies replaced by their size."""
+    """The message (or scope) with bodies and headers replaced by placeholders, as uvicorn logs them."""
     if not isinstance(message, dict):
         return message
-    shown = dict(message)
-    for key in ("body", "bytes", "text"):
-        value = shown.get(key)
-        if isinstance(value, (bytes, str)) and len(value) > _PLACEHOLDER_SIZE:
-            shown[key] = f"<{len(value)} {type(value).__name__}>"
+    shown = message.copy()
+    for key, placeholder in PLACEHOLDER_FORMAT.items():
+        if message.get(key) is not None:
+            shown[key] = placeholder.format(length=len(message[key]))
     return shown
 
 
