@@ -56,9 +56,10 @@ _LEVEL_COLOURS: dict[int, Any] = {
 
 def _status_phrase(status: int) -> str:
     try:
-        return f"{status} {http.HTTPStatus(status).phrase}"
+        phrase = http.HTTPStatus(status).phrase
     except ValueError:
-        return str(status)
+        phrase = ""
+    return f"{status} {phrase}"  # "599 " for an unknown status, as uvicorn prints it
 
 
 class ColourizedFormatter(logging.Formatter):
