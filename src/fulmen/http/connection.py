@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import urllib.parse
 from collections import deque
@@ -29,6 +30,7 @@ access_logger = logging.getLogger("fulmen.access")
 
 _HTTP_VERSIONS = {"1.1": "1.1", "1.0": "1.0", "HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
 _TRACE = 5
+_EAGER_TASKS = sys.version_info >= (3, 12)
 
 
 class HTTPRequestError(Exception):
@@ -104,6 +106,10 @@ class HTTPConnection(asyncio.Protocol):
         self.head_started = False  # some bytes of a request head have arrived, not yet all
         self.upgrade_scope: dict[str, Any] | None = None  # a WebSocket handshake waiting for hand-over
         self.parser_paused = False  # the parser holds a complete request until the current one ends
+        self.ready: RequestResponseCycle | None = None  # parsed, to start when the parser returns
+        self.running_eagerly = False
+        self.default_source: list[tuple[bytes, bytes]] | None = None
+        self.default_block = b""
 
     # -- asyncio.Protocol
 
@@ -139,11 +145,13 @@ class HTTPConnection(asyncio.Protocol):
         try:
             self.feed(data)
         except HTTPRequestError as exc:
-            self.reject(exc)
-            return
+            self.reject(exc)  # a request before the bad one may still be ready to start
         if self.upgrade_scope is not None:
             self.complete_upgrade(self.take_trailing_data())
             return
+        if self.ready is not None:
+            cycle, self.ready = self.ready, None
+            self.start(cycle)
         if self.head_started and self.timer is None and not self.transport.is_closing():
             self.set_timer(self.timeout_request_header, self.on_header_timeout)
 
@@ -251,8 +259,8 @@ class HTTPConnection(asyncio.Protocol):
         cycle = RequestResponseCycle(scope, self, keep_alive and not self.closing, expect_continue)
         self.cycle = cycle
         if self.active is None:
-            self.active = cycle
-            self.start(cycle)
+            # Started once the parser returns, so the application never runs inside a parser callback.
+            self.active = self.ready = cycle
         else:
             self.pipeline.append(cycle)
             self.flow.pause_reading()
@@ -308,7 +316,18 @@ class HTTPConnection(asyncio.Protocol):
             app = service_unavailable
         else:
             state.total_requests += 1
-        task = self.loop.create_task(cycle.run_asgi(app))
+        if _EAGER_TASKS and not self.running_eagerly:
+            # Run the application at once until it first waits: a response that needs no I/O is
+            # written before control returns to the loop. Never nested, so pipelining cannot recurse.
+            self.running_eagerly = True
+            try:
+                task = asyncio.Task(cycle.run_asgi(app), loop=self.loop, eager_start=True)  # type: ignore[call-arg]
+            finally:
+                self.running_eagerly = False
+            if task.done():
+                return
+        else:
+            task = self.loop.create_task(cycle.run_asgi(app))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -338,7 +357,10 @@ class HTTPConnection(asyncio.Protocol):
         if self.closing:
             self.transport.close()
             return
-        if self.active is None and self.pipeline:
+        if self.ready is not None:
+            cycle, self.ready = self.ready, None
+            self.start(cycle)
+        elif self.active is None and self.pipeline:
             self.active = self.pipeline.popleft()
             self.start(self.active)
         if not self.pipeline and not self.parser_paused:
@@ -441,6 +463,14 @@ class HTTPConnection(asyncio.Protocol):
             self.transport.close()
         else:
             self.active.keep_alive = False
+
+    def default_header_block(self) -> bytes:
+        """The server's default headers (date, server, --header) as bytes, rebuilt when they change."""
+        source = self.server_state.default_headers
+        if source is not self.default_source:
+            self.default_source = source
+            self.default_block = b"".join(b"%s: %s\r\n" % (name, value) for name, value in source)
+        return self.default_block
 
     # -- logging
 

@@ -44,6 +44,8 @@ def _content_length(value: bytes) -> int:
     if not value.isdigit():
         raise RuntimeError(f"Invalid Content-Length {value!r} in response.")
     return int(value)
+
+
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
 

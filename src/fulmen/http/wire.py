@@ -29,11 +29,6 @@ def is_token(name: bytes) -> bool:
     return bool(name) and not name.translate(_IDENTITY, TOKEN_CHARS)
 
 
-def is_field_value(value: bytes) -> bool:
-    """True when ``value`` has no CR, LF or NUL (the characters that would split a header)."""
-    return b"\r" not in value and b"\n" not in value and b"\0" not in value
-
-
 def lax_framing(head: bytes) -> str | None:
     """Why a raw request head is framed more loosely than llhttp accepts, or None.
 

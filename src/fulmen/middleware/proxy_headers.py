@@ -59,16 +59,17 @@ class TrustedHosts:
             return True
         return any(address in network for network in self.networks)
 
-    def client_from_chain(self, hosts: list[str]) -> str | None:
-        """The right-most host that is not a trusted proxy (the left-most if all are trusted)."""
-        if not hosts:
+    def client_from_chain(self, nodes: list[str]) -> tuple[str, int] | None:
+        """The right-most node that is not a trusted proxy (the left-most if all are trusted)."""
+        if not nodes:
             return None
         if self.always:
-            return hosts[0]
-        for host in reversed(hosts):
+            return parse_host_port(nodes[0])
+        for node in reversed(nodes):
+            host, port = parse_host_port(node)
             if host not in self:
-                return host
-        return hosts[0]
+                return host, port
+        return parse_host_port(nodes[0])
 
 
 def _unquote(value: str) -> str:
@@ -78,13 +79,23 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _node_host(node: str) -> str:
-    """The address of an RFC 7239 node: ``192.0.2.1``, ``192.0.2.1:80`` or ``[2001:db8::1]:80``."""
+def parse_host_port(node: str) -> tuple[str, int]:
+    """``192.0.2.1``, ``192.0.2.1:80``, ``[2001:db8::1]:80`` or a bare IPv6 address: host and port (0)."""
+    node = node.strip()
     if node.startswith("["):
-        return node[1 : node.find("]")] if "]" in node else node
+        end = node.find("]")
+        if end < 0:
+            return node, 0
+        host, rest = node[1:end], node[end + 1 :]
+        if rest.startswith(":") and rest[1:].isdigit():
+            return host, int(rest[1:])
+        return host, 0
     if node.count(":") == 1:
-        return node.split(":", 1)[0]
-    return node
+        host, _, port = node.partition(":")
+        if port.isdigit():
+            return host, int(port)
+        return node, 0
+    return node, 0
 
 
 def parse_forwarded(value: str) -> list[dict[str, str]]:
@@ -127,19 +138,20 @@ class ProxyHeadersMiddleware:
                 forwarded_proto.append(value.decode("latin-1"))
 
         proto: str | None = None
-        host: str | None = None
+        client: tuple[str, int] | None = None
         if forwarded:
             elements = parse_forwarded(",".join(forwarded))
-            hosts = [_node_host(element["for"]) for element in elements if "for" in element]
-            host = self.trusted.client_from_chain(hosts)
+            client = self.trusted.client_from_chain(
+                [element["for"] for element in elements if "for" in element]
+            )
             protos = [element["proto"] for element in elements if "proto" in element]
             proto = protos[-1] if protos else None
         else:
             if forwarded_proto:
                 proto = ",".join(forwarded_proto).split(",")[-1].strip()
             if forwarded_for:
-                hosts = [item.strip() for item in ",".join(forwarded_for).split(",") if item.strip()]
-                host = self.trusted.client_from_chain(hosts)
+                nodes = [item.strip() for item in ",".join(forwarded_for).split(",") if item.strip()]
+                client = self.trusted.client_from_chain(nodes)
 
         if proto:
             proto = proto.lower()
@@ -147,5 +159,5 @@ class ProxyHeadersMiddleware:
                 if scope["type"] == "websocket":
                     proto = proto.replace("http", "ws")
                 scope["scheme"] = proto
-        if host:
-            scope["client"] = (host, 0)
+        if client is not None and client[0]:
+            scope["client"] = client
