@@ -176,3 +176,42 @@ Multiprocess(config, target=Server(config).run, sockets=[sock]).run()
         assert wait_for(lambda: len(server.worker_pids()) == 2, 10)
         assert server.stop(sig=signal.SIGINT) == 0
         assert "Stopping parent process" in server.output()
+
+
+def test_process_handle_health_check_detects_a_stopped_worker(app_dir: Path) -> None:
+    from fulmen import Config, Server
+    from fulmen.supervisors.multiprocess import Process
+
+    config = Config("app:app", port=free_port(), app_dir=str(app_dir), log_level="warning")
+    sock = config.bind_socket()
+    process = Process(config, target=Server(config).run, sockets=[sock])
+    process.start()
+    try:
+        assert process.pid is not None
+        assert process.wait_until_ready(20)
+        assert process.is_alive(timeout=5)
+        assert request(config.port)[0] == 200
+        os.kill(process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        assert not process.is_alive(timeout=1)
+        assert time.monotonic() - started < 2
+        os.kill(process.pid, signal.SIGCONT)
+        assert process.is_alive(timeout=5)
+        process.terminate()
+        process.join(10)
+        assert process.exitcode == 0
+    finally:
+        process.kill()
+        process.join(5)
+        sock.close()
+
+
+def test_graceful_stop_is_bounded_by_the_graceful_timeout(app_dir: Path) -> None:
+    with fulmen(app_dir, "--workers", "2", *FAST, "--timeout-graceful-shutdown", "1") as server:
+        server.wait_serving()
+        slow = threading.Thread(target=lambda: server.try_get("/slow?60", timeout=30), daemon=True)
+        slow.start()
+        time.sleep(0.5)  # the request is in flight (its access log line comes with the response)
+        started = time.monotonic()
+        assert server.stop(timeout=15) == 0
+        assert time.monotonic() - started < 8, server.output()

@@ -47,7 +47,8 @@ class Process(Worker):
             name="fulmen-worker",
         )
         self._seq = 0
-        self._outstanding: tuple[int, float] | None = None  # (seq, sent at) of the unanswered ping
+        self._pending: dict[int, float] = {}  # unanswered pings: seq -> time sent
+        self._last_ping = 0.0
         self._answered = False
         self._started: bool | None = None
         self._heartbeat: float | None = None  # monotonic time of the loop's last tick, as reported
@@ -71,60 +72,66 @@ class Process(Worker):
 
     # -- health checks
 
-    def _ping(self) -> None:
-        if self._outstanding is not None:
-            return
+    def _ping(self) -> int:
         self._seq += 1
         try:
             self.parent_conn.send(self._seq)
         except (OSError, ValueError):
-            return
-        self._outstanding = (self._seq, time.monotonic())
+            return self._seq
+        self._last_ping = time.monotonic()
+        self._pending[self._seq] = self._last_ping
+        return self._seq
 
-    def _drain(self, wait: float = 0.0) -> None:
-        """Read every reply that arrived (waiting up to ``wait`` for the outstanding one)."""
+    def _drain(self, until_seq: int | None = None, wait: float = 0.0) -> None:
+        """Read the replies that arrived; with ``until_seq``, wait up to ``wait`` s for that one."""
+        deadline = time.monotonic() + wait
         try:
-            while self._outstanding is not None and self.parent_conn.poll(wait):
+            while self._pending:
+                remaining = deadline - time.monotonic()
+                waiting = until_seq is not None and until_seq in self._pending
+                if not self.parent_conn.poll(max(0.0, remaining) if waiting else 0.0):
+                    return
                 seq, started, age = self.parent_conn.recv()
-                now = time.monotonic()
                 self._answered = True
                 self._started = started
-                self._heartbeat = None if age is None else now - age
-                if seq >= self._outstanding[0]:
-                    self._outstanding = None
-                wait = 0.0
+                self._heartbeat = None if age is None else time.monotonic() - age
+                for answered in [s for s in self._pending if s <= seq]:
+                    del self._pending[answered]
         except (EOFError, OSError, ValueError):
             pass
+
+    def _loop_problem(self, timeout: float) -> str | None:
+        if self._heartbeat is not None:
+            age = time.monotonic() - self._heartbeat
+            if age > stale_after(timeout):
+                return f"has a blocked event loop (no heartbeat for {age:.1f} s)"
+        return None
 
     def health(self, timeout: float) -> str | None:
         if not self.is_running():
             return "exited"
         self._drain()
         now = time.monotonic()
-        if self._outstanding is not None:
+        if self._pending:
             limit = timeout if self._answered else max(timeout, STARTUP_ALLOWANCE)
-            if now - self._outstanding[1] > limit:
+            if now - min(self._pending.values()) > limit:
                 return f"did not answer a health check within {limit:g} s"
-        if self._heartbeat is not None and now - self._heartbeat > stale_after(timeout):
-            return f"has a blocked event loop (no heartbeat for {now - self._heartbeat:.1f} s)"
-        if self._outstanding is None:
+        elif now - self._last_ping >= PING_INTERVAL:
             self._ping()
-        return None
+        return self._loop_problem(timeout)
 
     def is_alive(self, timeout: float = 5) -> bool:
-        """Alive and answering a health check within ``timeout`` with a turning event loop (blocking)."""
+        """Alive, answering a fresh ping within ``timeout`` s, with a turning event loop (blocks)."""
         if not self.is_running():
             return False
-        self._ping()
-        if self._outstanding is None:
-            return False
-        deadline = self._outstanding[1] + timeout
-        self._drain(wait=max(0.0, deadline - time.monotonic()))
-        return self._outstanding is None and self.health(timeout) is None
+        seq = self._ping()
+        self._drain(until_seq=seq, wait=timeout)
+        return seq not in self._pending and self._loop_problem(timeout) is None
 
     def is_ready(self) -> bool:
         self._drain()
-        self._ping()
+        if not self._pending:
+            self._ping()
         if self._started is not None:
             return self._started or self._heartbeat is not None
         return self._answered  # a custom target: answering is all we can know

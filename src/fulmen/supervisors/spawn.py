@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from fulmen.supervisors.heartbeat import Heartbeats, install_heartbeats
-from fulmen.supervisors.target import fresh_server
+from fulmen.supervisors.target import server_of
 
 # Sockets travel to spawned children by pickling; this registers how.
 multiprocessing.allow_connection_pickling()
@@ -75,12 +75,11 @@ def worker_main(
             signal.signal(getattr(signal, name), signal.SIG_IGN)
     config.configure_logging()
 
-    server = fresh_server(target)
+    server = server_of(target)  # this process's own copy of the server, when the target is Server.run
     heartbeats = install_heartbeats(server.config if server is not None else config)
     Pong(conn, heartbeats, server).start()
-    run = server.run if server is not None else target
     try:
-        run(sockets=sockets)
+        target(sockets=sockets)
     except KeyboardInterrupt:  # the supervisor stops us with signals; a traceback would be noise
         pass
 

@@ -1,8 +1,9 @@
 """What a worker runs.
 
-The usual target is ``Server(config).run``, a bound method built once by the caller. Each worker
-needs a server of its own (its own state, request limit jitter and stop flags), so a bound
-``Server.run`` is turned into a fresh ``Server`` per worker; any other callable is used as given.
+The usual target is ``Server(config).run``, a bound method built once by the caller. A spawned
+process gets its own copy of that server by unpickling; thread workers share the process, so each
+thread gets a fresh ``Server`` (its own state and stop flags) on the same class. Any other callable is
+used as given.
 """
 
 from __future__ import annotations
