@@ -87,10 +87,15 @@ class WSGIMiddleware:
                 (name.strip().lower().encode("latin-1"), value.strip().encode("latin-1"))
                 for name, value in headers
             ]
-            return lambda data: None
+            return write
 
         def call(message: dict[str, Any]) -> None:
             asyncio.run_coroutine_threadsafe(send(message), loop).result()
+
+        def write(data: bytes) -> None:  # the legacy write() callable of start_response
+            if data:
+                start()
+                call({"type": "http.response.body", "body": bytes(data), "more_body": True})
 
         def start() -> None:
             if not response.get("sent"):
