@@ -102,7 +102,11 @@ class HTTPConnection(asyncio.Protocol):
         self.pipeline: deque[RequestResponseCycle] = deque()
         self.closing = False  # no new request is served: shutdown, or an error after the current one
         self.pending_error: HTTPRequestError | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        # Idle connections are closed lazily: a response only moves the deadline, and the one timer
+        # re-arms itself for the rest, instead of a timer made and cancelled per request.
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_deadline = 0.0
+        self.header_timer: asyncio.TimerHandle | None = None
         self.head_started = False  # some bytes of a request head have arrived, not yet all
         self.upgrade_scope: dict[str, Any] | None = None  # a WebSocket handshake waiting for hand-over
         self.parser_paused = False  # the parser holds a complete request until the current one ends
@@ -122,13 +126,13 @@ class HTTPConnection(asyncio.Protocol):
         self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
         if logger.isEnabledFor(_TRACE):
             logger.log(_TRACE, "%s - HTTP connection made", self.client_text)
-        self.set_timer(self.timeout_keep_alive, self.on_idle_timeout)
+        self.start_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         if logger.isEnabledFor(_TRACE):
             logger.log(_TRACE, "%s - HTTP connection lost", self.client_text)
-        self.cancel_timer()
+        self.cancel_timers()
         for cycle in (self.active, self.cycle, *self.pipeline):
             if cycle is not None:
                 cycle.disconnect()
@@ -140,8 +144,6 @@ class HTTPConnection(asyncio.Protocol):
         pass
 
     def data_received(self, data: bytes) -> None:
-        if self.timer is not None and not self.head_started:
-            self.cancel_timer()
         try:
             self.feed(data)
         except HTTPRequestError as exc:
@@ -152,8 +154,8 @@ class HTTPConnection(asyncio.Protocol):
         if self.ready is not None:
             cycle, self.ready = self.ready, None
             self.start(cycle)
-        if self.head_started and self.timer is None and not self.transport.is_closing():
-            self.set_timer(self.timeout_request_header, self.on_header_timeout)
+        if self.head_started and self.header_timer is None and not self.transport.is_closing():
+            self.header_timer = self.loop.call_later(self.timeout_request_header, self.on_header_timeout)
 
     def pause_writing(self) -> None:
         self.flow.pause_writing()
@@ -181,8 +183,9 @@ class HTTPConnection(asyncio.Protocol):
     ) -> None:
         """A complete request head: check it, build the scope, and start (or queue) the request."""
         self.head_started = False
-        if self.timer is not None:
-            self.cancel_timer()
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
         if head_size > self.max_head_size:
             raise HTTPRequestError(431, "Request head too large")
         if len(headers) > self.max_headers:
@@ -366,7 +369,7 @@ class HTTPConnection(asyncio.Protocol):
         if not self.pipeline and not self.parser_paused:
             self.flow.resume_reading()
         if self.active is None and not self.head_started:
-            self.set_timer(self.timeout_keep_alive, self.on_idle_timeout)
+            self.start_idle()
 
     def handle_upgrade(self, upgrade: bytes, scope: dict[str, Any]) -> bool:
         """Note a WebSocket upgrade for hand-over once the parser has stopped; False serves plain HTTP."""
@@ -391,7 +394,7 @@ class HTTPConnection(asyncio.Protocol):
         scope = self.upgrade_scope
         assert scope is not None
         self.upgrade_scope = None
-        self.cancel_timer()
+        self.cancel_timers()
         self.connections.discard(self)
         protocol: Any = self.ws_protocol_class(
             config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
@@ -409,7 +412,7 @@ class HTTPConnection(asyncio.Protocol):
         """Answer a bad request with ``error.status`` and close; after the response in flight, if any."""
         if self.transport.is_closing():
             return
-        self.cancel_timer()
+        self.cancel_timers()
         self.flow.pause_reading()
         active = self.active
         if active is not None and not active.response_complete:
@@ -434,23 +437,29 @@ class HTTPConnection(asyncio.Protocol):
         self.transport.write(simple_response(status, ERROR_BODIES.get(status, str(error).encode())))
         self.transport.close()
 
-    def set_timer(self, delay: float, callback: Any) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.loop.call_later(delay, callback)
+    def start_idle(self) -> None:
+        self.idle_deadline = self.loop.time() + self.timeout_keep_alive
+        if self.idle_timer is None:
+            self.idle_timer = self.loop.call_later(self.timeout_keep_alive, self.on_idle_timeout)
 
-    def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+    def cancel_timers(self) -> None:
+        for timer in (self.idle_timer, self.header_timer):
+            if timer is not None:
+                timer.cancel()
+        self.idle_timer = self.header_timer = None
 
     def on_idle_timeout(self) -> None:
-        self.timer = None
-        if self.active is None and not self.head_started and not self.transport.is_closing():
+        self.idle_timer = None
+        if self.active is not None or self.head_started or self.transport.is_closing():
+            return  # busy: the end of the response starts a new idle period
+        remaining = self.idle_deadline - self.loop.time()
+        if remaining > 0:
+            self.idle_timer = self.loop.call_later(remaining, self.on_idle_timeout)
+        else:
             self.transport.close()
 
     def on_header_timeout(self) -> None:
-        self.timer = None
+        self.header_timer = None
         if self.head_started and self.active is None and not self.transport.is_closing():
             logger.debug("%s - request head not complete in time", self.client_text)
             self.transport.write(simple_response(408, ERROR_BODIES[408]))
