@@ -121,7 +121,7 @@ class RequestResponseCycle:
             logger.error("Exception in ASGI application\n", exc_info=exc)
             if not self.response_started:
                 self.send_500()
-            else:
+            elif not self.response_complete:  # a complete response (Starlette re-raises after 500) stays
                 self.transport.close()
         else:
             if result is not None:
