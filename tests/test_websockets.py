@@ -76,7 +76,7 @@ def url(server: RunningServer, path: str = "/") -> str:
 # -- messages
 
 
-def test_echo(ws_impl: str, http_impl: str) -> None:
+def test_echo(ws_impl: str, http_impl: str, loop_impl: str) -> None:
     async def client(server: RunningServer) -> None:
         async with connect(url(server), max_size=None) as ws:
             await ws.send("hello")
@@ -89,7 +89,7 @@ def test_echo(ws_impl: str, http_impl: str) -> None:
             await ws.send(big)
             assert await ws.recv() == big
 
-    with run_server(echo_app, ws=ws_impl, http=http_impl) as server:
+    with run_server(echo_app, ws=ws_impl, http=http_impl, loop=loop_impl) as server:
         run(client(server))
 
 

@@ -339,6 +339,13 @@ def test_empty_close_is_echoed_empty(client: RawClient) -> None:
     assert client.wait_eof()
 
 
+def test_close_inside_a_fragmented_message_is_a_normal_close(client: RawClient) -> None:
+    client.send(ws_frame(TEXT, b"fragment1", fin=False) + ws_frame(CLOSE, close_payload(1000)))
+    client.send_frame(CONT, b"fragment2")
+    assert client.recv_close() == 1000
+    assert client.wait_eof()
+
+
 def test_close_with_longest_reason(client: RawClient) -> None:
     client.send_frame(CLOSE, close_payload(1000, b"r" * 123))
     assert client.recv_close() == 1000

@@ -154,6 +154,8 @@ class WebSocketSession(asyncio.Protocol):
             self.refuse(503)
             return
         try:
+            if scope["http_version"] != "1.1":
+                raise HandshakeError("WebSocket needs HTTP/1.1")  # RFC 6455, 4.1
             self.start_engine(scope)
         except HandshakeError as exc:
             logger.warning("Invalid WebSocket handshake received: %s", exc)

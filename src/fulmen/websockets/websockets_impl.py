@@ -97,6 +97,12 @@ class WebSocketProtocol(WebSocketSession):
                 return
         engine.data_to_send()
         if engine.parser_exc is not None and self.reading:
+            received = engine.close_rcvd
+            if received is not None:
+                # A close frame inside a fragmented message: the library fails it, but RFC 6455 allows
+                # control frames between fragments, so it is a normal close from the peer.
+                self.on_close(received.code, received.reason)
+                return
             sent = engine.close_sent
             if sent is None:
                 self.fail(1002, "")

@@ -36,7 +36,7 @@ class WSProtocol(WebSocketSession):
 
     def start_engine(self, scope: dict[str, Any]) -> None:
         handshake = self.handshake = WSConnection(ConnectionType.SERVER)
-        lines = [b"GET / HTTP/%s\r\n" % scope["http_version"].encode()]
+        lines = [b"GET / HTTP/1.1\r\n"]
         lines += [b"%s: %s\r\n" % header for header in scope["headers"]]
         lines.append(b"\r\n")
         try:
