@@ -10,6 +10,7 @@ control, graceful shutdown, the WebSocket hand-over and the access log.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 import time
@@ -81,6 +82,7 @@ class HTTPConnection(asyncio.Protocol):
         self.root_path: str = config.root_path
         self.root_path_bytes = self.root_path.encode("ascii")
         self.limit_concurrency: int | None = config.limit_concurrency
+        self.reset_contextvars = bool(config.reset_contextvars)
         self.max_head_size: int = config.h11_max_incomplete_event_size
         self.max_headers: int = config.limit_request_headers
         self.timeout_keep_alive: float = config.timeout_keep_alive
@@ -319,16 +321,22 @@ class HTTPConnection(asyncio.Protocol):
             app = service_unavailable
         else:
             state.total_requests += 1
+        # A fresh, empty context per request with --reset-contextvars; else a copy of the current one.
+        context = contextvars.Context() if self.reset_contextvars else None
         if _EAGER_TASKS and not self.running_eagerly:
             # Run the application at once until it first waits: a response that needs no I/O is
             # written before control returns to the loop. Never nested, so pipelining cannot recurse.
             self.running_eagerly = True
             try:
-                task = asyncio.Task(cycle.run_asgi(app), loop=self.loop, eager_start=True)  # type: ignore[call-arg]
+                task = asyncio.Task(  # type: ignore[call-arg]
+                    cycle.run_asgi(app), loop=self.loop, eager_start=True, context=context
+                )
             finally:
                 self.running_eagerly = False
             if task.done():
                 return
+        elif context is not None:
+            task = context.run(self.loop.create_task, cycle.run_asgi(app))
         else:
             task = self.loop.create_task(cycle.run_asgi(app))
         self.tasks.add(task)
