@@ -198,7 +198,7 @@ class Config:
                 logging.config.fileConfig(log_config, disable_existing_loggers=False)
 
         if self.log_level is not None:
-            level = LOG_LEVELS[self.log_level] if isinstance(self.log_level, str) else self.log_level
+            level = LOG_LEVELS[self.log_level.lower()] if isinstance(self.log_level, str) else self.log_level
             for name in ("fulmen", "fulmen.error", "fulmen.access", "fulmen.asgi"):
                 logging.getLogger(name).setLevel(level)
         if self.access_log is False:

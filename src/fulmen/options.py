@@ -485,4 +485,27 @@ def render_settings_markdown() -> str:
                 description += " Repeatable."
             lines.append(f"| `{flag}` | `{option.name}` | {env} | `{default}` | {description} |")
         lines.append("")
+    lines += DIFFERENCES
     return "\n".join(lines)
+
+
+#: Deliberate differences from uvicorn (0.54), listed at the end of ``docs/settings.md``.
+DIFFERENCES = [
+    "## Differences from uvicorn",
+    "",
+    "- Options uvicorn does not have: `--worker-class`, `--access-log-format`, `--log-format`,",
+    "  `--limit-request-headers`, `--timeout-request-header`; `--timeout-notify` is also on the command",
+    "  line; `app_dir` is also a `Config` keyword.",
+    "- `--http2` is accepted for compatibility but fulmen does not speak HTTP/2: the server logs an",
+    "  error and exits with status 3.",
+    "- A server stopped gracefully by SIGTERM exits with status 0 (uvicorn re-raises SIGTERM on itself).",
+    "  Signals are still handed back to handlers a program installed before embedding the server.",
+    "- An application that is not callable is a startup failure (exit status 3, one-line error); so is",
+    "  a module or factory that raises (exit status 3, with its traceback).",
+    "- `ssl_context_factory` may take `(config, default_factory)`, as uvicorn's, or just `(config)`.",
+    "- `Server.startup()` loads the configuration itself when `Config.load()` was not called.",
+    "- `--forwarded-allow-ips` networks may have host bits set (`10.0.0.1/8`), and RFC 7239",
+    "  `Forwarded` is understood besides `X-Forwarded-For` and `X-Forwarded-Proto`.",
+    "- Each `FULMEN_<NAME>` variable also has the flag's spelling where it differs (`FULMEN_HEADER`).",
+    "",
+]
