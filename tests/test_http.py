@@ -108,13 +108,14 @@ def test_no_body_statuses(http_impl: str, status: int) -> None:
 
     with run_server(app, http=http_impl) as server:
         with server.connect() as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            data = recv_until(sock, b"\r\n\r\nHTTP/1.1")
-            time.sleep(0.1)
-            data += sock.recv(65536)
+            sock.sendall(
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            data = recv_all(sock)
         first, second = data.split(b"\r\n\r\n")[:2]
         assert b"transfer-encoding" not in first and b"content-length" not in first
         assert second.startswith(b"HTTP/1.1 %d" % status)
+        assert data.endswith(b"\r\n\r\n")  # no body bytes after either head
 
 
 def test_http10_gets_no_chunked_response(http_impl: str) -> None:

@@ -65,12 +65,12 @@ CASES: dict[str, tuple[bytes, bytes, int]] = {
         1,
     ),
     "chunk-extension": (
-        BODY + b"Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\n\r\n",
+        BODY + b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\n\r\n",
         b"HTTP/1.1 200",
         1,
     ),
     "trailers": (
-        BODY + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+        BODY + b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
         b"HTTP/1.1 200",
         1,
     ),
