@@ -142,8 +142,12 @@ class HTTPConnection(asyncio.Protocol):
         if self.flow is not None:
             self.flow.resume_writing()
 
-    def eof_received(self) -> None:
-        pass
+    def eof_received(self) -> bool | None:
+        """The client half-closed: answer the request in flight (if any), then close."""
+        if self.active is not None or self.ready is not None:
+            self.closing = True
+            return True
+        return None
 
     def data_received(self, data: bytes) -> None:
         try:
