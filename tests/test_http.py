@@ -196,13 +196,3 @@ def test_streaming_response_waits_for_slow_reader(http_impl: str) -> None:
             time.sleep(1.0)
             assert len(sent) < 200  # far less than the 128 MiB the app wants to send
             sock.close()
-
-
-def test_half_closed_client_still_gets_its_response(http_impl: str) -> None:
-    with run_server(apps.slow, http=http_impl) as server:
-        with server.connect() as sock:
-            sock.sendall(b"GET /?0.2 HTTP/1.1\r\nHost: x\r\n\r\n")
-            sock.shutdown(socket.SHUT_WR)
-            data = recv_all(sock)
-        assert data.startswith(b"HTTP/1.1 200 ")
-        assert data.endswith(b"slept\r\n0\r\n\r\n")

@@ -142,12 +142,8 @@ class HTTPConnection(asyncio.Protocol):
         if self.flow is not None:
             self.flow.resume_writing()
 
-    def eof_received(self) -> bool | None:
-        """The client half-closed: answer the request in flight (if any), then close."""
-        if self.active is not None or self.ready is not None:
-            self.closing = True
-            return True
-        return None
+    def eof_received(self) -> None:
+        """The client closed its side: like uvicorn, treat it as gone (the app sees a disconnect)."""
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -1,8 +1,7 @@
 """The pure-Python HTTP/1.1 parser: h11 behind the shared :class:`HTTPConnection`.
 
-h11 is used for parsing only; responses are written by the shared cycle. h11's state machine still
-has to see a response to start the next request, so :meth:`prepare_next_request` tells it about a
-minimal one (those bytes are never sent).
+h11 is used for parsing only; responses are written by the shared cycle. Each request gets a fresh
+h11 state machine (see :meth:`H11Protocol.prepare_next_request`).
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ if TYPE_CHECKING:
     from fulmen.config import Config
     from fulmen.server import ServerState
 
-_DONE_RESPONSE = h11.Response(status_code=204, headers=[])
-_END = h11.EndOfMessage()
 _MAX_CHUNK_SIZE = 1 << 64
 
 
@@ -36,6 +33,9 @@ class H11Protocol(HTTPConnection):
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head_size)
 
     def feed(self, data: bytes) -> None:
+        if self.parser_paused:
+            # h11 holds a whole request until the current one ends; bound what piles up behind it.
+            self.flow.pause_reading()
         self.conn.receive_data(data)
         self.process_events()
 
@@ -76,7 +76,6 @@ class H11Protocol(HTTPConnection):
                 return
             elif event is h11.PAUSED:
                 self.parser_paused = True
-                self.flow.pause_reading()
                 return
             else:  # ConnectionClosed
                 return
@@ -99,15 +98,19 @@ class H11Protocol(HTTPConnection):
             raise HTTPRequestError(400, "Chunk size too large")
 
     def prepare_next_request(self) -> None:
+        # A fresh h11 connection, fed what the client already sent, is cheaper than walking the old
+        # one through a response it would only throw away.
         conn = self.conn
-        if conn.our_state is h11.SEND_RESPONSE:
-            conn.send(_DONE_RESPONSE)
-            conn.send(_END)
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-            self.process_events()
-        else:
+        if conn.their_state is not h11.DONE:
             self.closing = True
+            return
+        leftover, closed = conn.trailing_data
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head_size)
+        if leftover or closed:
+            self.conn.receive_data(leftover)
+            if closed:
+                self.conn.receive_data(b"")
+        self.process_events()
 
     def take_trailing_data(self) -> bytes:
         return bytes(self.conn.trailing_data[0])
