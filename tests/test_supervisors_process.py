@@ -29,6 +29,7 @@ def test_killed_worker_is_replaced(app_dir: Path) -> None:
     with fulmen(app_dir, "--workers", "2", *FAST) as server:
         server.wait_serving()
         assert wait_for(lambda: len(server.worker_pids()) == 2, 10)
+        assert server.wait_log("Application startup complete", 20, count=2)  # both answer health checks
         victim = min(server.worker_pids())
         os.kill(victim, signal.SIGKILL)
         assert server.wait_log("died (signal SIGKILL)", 10), server.output()
@@ -42,6 +43,7 @@ def test_stopped_worker_fails_health_check_and_is_replaced(app_dir: Path) -> Non
     with fulmen(app_dir, "--workers", "2", *FAST) as server:
         server.wait_serving()
         assert wait_for(lambda: len(server.worker_pids()) == 2, 10)
+        assert server.wait_log("Application startup complete", 20, count=2)  # both answer health checks
         victim = min(server.worker_pids())
         os.kill(victim, signal.SIGSTOP)
         started = time.monotonic()
@@ -55,6 +57,7 @@ def test_blocked_event_loop_is_replaced(app_dir: Path) -> None:
     with fulmen(app_dir, "--workers", "2", *FAST) as server:
         server.wait_serving()
         assert wait_for(lambda: len(server.worker_pids()) == 2, 10)
+        assert server.wait_log("Application startup complete", 20, count=2)  # both answer health checks
         before = server.worker_pids()
         blocker = threading.Thread(target=lambda: server.try_get("/block?30", timeout=20), daemon=True)
         blocker.start()
@@ -68,6 +71,7 @@ def test_sighup_replaces_every_worker_without_failed_requests(app_dir: Path) -> 
     with fulmen(app_dir, "--workers", "2", *FAST) as server:
         server.wait_serving()
         assert wait_for(lambda: len(server.worker_pids()) == 2, 10)
+        assert server.wait_log("Application startup complete", 20, count=2)  # both answer health checks
         original = server.worker_pids()
         failures: list[str] = []
         done = 0
@@ -107,6 +111,7 @@ def test_ttin_adds_and_ttou_removes_a_worker(app_dir: Path) -> None:
     with fulmen(app_dir, "--workers", "2", *FAST) as server:
         server.wait_serving()
         assert wait_for(lambda: len(server.worker_pids()) == 2, 10)
+        assert server.wait_log("Application startup complete", 20, count=2)  # both answer health checks
         server.send(signal.SIGTTIN)
         assert wait_for(lambda: len(server.worker_pids()) == 3, 10), server.output()
         assert server.wait_log("Application startup complete", 15, count=3)
@@ -174,6 +179,7 @@ Multiprocess(config, target=Server(config).run, sockets=[sock]).run()
     with fulmen(app_dir, script=script) as server:
         server.wait_serving()
         assert wait_for(lambda: len(server.worker_pids()) == 2, 10)
+        assert server.wait_log("Application startup complete", 20, count=2)  # both answer health checks
         assert server.stop(sig=signal.SIGINT) == 0
         assert "Stopping parent process" in server.output()
 
