@@ -27,7 +27,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from fulmen import Config
-from tests.conftest import RunningServer, run_server
+from tests.conftest import RunningServer, recv_all, run_server
 from tests.test_websockets_protocol import (
     BINARY,
     CLOSE,
@@ -356,7 +356,7 @@ def test_max_queue_pauses_reading(ws_impl: str) -> None:
     assert received == list(range(count))
 
 
-def test_slow_reader_keeps_memory_bounded(ws_impl: str) -> None:
+def test_slow_reader_keeps_memory_bounded(ws_impl: str, loop_impl: str) -> None:
     """The app sends 100 MB to a client that reads nothing: ``send`` blocks, memory stays flat."""
     chunk = b"x" * 65536
     total = 1600  # 100 MiB
@@ -379,7 +379,7 @@ def test_slow_reader_keeps_memory_bounded(ws_impl: str) -> None:
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-    with run_server(app, ws=ws_impl) as server:
+    with run_server(app, ws=ws_impl, loop=loop_impl) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         sock.settimeout(5)
@@ -505,6 +505,38 @@ def test_shutdown_sends_1012(ws_impl: str) -> None:
         server.thread.join(5)
         assert not server.thread.is_alive()
     assert seen == [{"type": "websocket.disconnect", "code": 1012, "reason": ""}]
+
+
+def test_shutdown_before_accept_answers_503(ws_impl: str) -> None:
+    seen: list[dict[str, Any]] = []
+    accepting = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        accepting.set()
+        seen.append(await receive())  # the handshake is never answered by the app
+
+    with run_server(app, ws=ws_impl) as server:
+        sock = server.connect()
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert accepting.wait(5)
+        server.stop()
+        assert recv_all(sock).startswith(b"HTTP/1.1 503 ")
+        sock.close()
+    assert seen and seen[0]["type"] == "websocket.disconnect"
+
+
+def test_http10_handshake_is_400(ws_impl: str) -> None:
+    with run_server(echo_app, ws=ws_impl) as server:
+        with server.connect() as sock:
+            sock.sendall(
+                b"GET / HTTP/1.0\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            assert recv_all(sock).startswith(b"HTTP/1.1 400 ")
 
 
 def test_shutdown_is_bounded_by_the_graceful_timeout(ws_impl: str) -> None:
