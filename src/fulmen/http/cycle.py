@@ -26,6 +26,7 @@ logger = logging.getLogger("fulmen.error")
 access_logger = logging.getLogger("fulmen.access")
 
 _NO_BODY_STATUSES = frozenset({204, 304})
+_CORK_LIMIT = 65536
 _SPECIAL_NAMES = frozenset({b"content-length", b"transfer-encoding", b"connection", b"server", b"date"})
 #: Response header names already checked, mapped to their lower-case form.
 _HEADER_NAMES: dict[bytes, bytes] = {}
@@ -65,7 +66,9 @@ class RequestResponseCycle:
         "remaining",
         "head_request",
         "http10",
-        "pending_head",
+        "pending",
+        "pending_size",
+        "flush_scheduled",
         "status",
         "bytes_sent",
         "started_at",
@@ -90,7 +93,10 @@ class RequestResponseCycle:
         self.remaining = -1  # bytes of Content-Length still to send; -1 when not framed by length
         self.head_request = scope["method"] == "HEAD"
         self.http10 = scope["http_version"] == "1.0"
-        self.pending_head = b""
+        # The response is corked: the head and the body chunks sent in one loop turn go out in one write.
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.flush_scheduled = False
         self.status = 0
         self.bytes_sent = 0
         self.started_at = time.monotonic() if conn.access_log else 0.0
@@ -115,24 +121,29 @@ class RequestResponseCycle:
         try:
             result = await app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
-            self.transport.close()
+            self.abort()
             raise
         except BaseException as exc:
             logger.error("Exception in ASGI application\n", exc_info=exc)
             if not self.response_started:
                 self.send_500()
             elif not self.response_complete:  # a complete response (Starlette re-raises after 500) stays
-                self.transport.close()
+                self.abort()
         else:
             if result is not None:
                 logger.error("ASGI callable should return None, but returned '%s'.", result)
-                self.transport.close()
+                self.abort()
             elif not self.response_started and not self.disconnected:
                 logger.error("ASGI callable returned without starting response.")
                 self.send_500()
             elif not self.response_complete and not self.disconnected:
                 logger.error("ASGI callable returned without completing response.")
-                self.transport.close()
+                self.abort()
+
+    def abort(self) -> None:
+        """Close the connection after what the application sent so far: the client sees a cut response."""
+        self.flush()
+        self.transport.close()
 
     def send_500(self) -> None:
         if self.transport.is_closing():
@@ -185,11 +196,11 @@ class RequestResponseCycle:
         if not self.response_started:
             if message_type != "http.response.start":
                 raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{message_type}'.")
-            self.pending_head = self._build_head(message["status"], message.get("headers", ()))
+            self.pending.append(self._build_head(message["status"], message.get("headers", ())))
             self.response_started = True  # after the checks: an invalid start still gets a 500
             self.expect_continue = False
             # Sent with the first body chunk when that follows at once, else on the next loop turn.
-            self.conn.loop.call_soon(self._flush_head)
+            self.schedule_flush()
         elif not self.response_complete:
             if message_type != "http.response.body":
                 raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{message_type}'.")
@@ -268,33 +279,52 @@ class RequestResponseCycle:
         parts.append(b"\r\n")
         return b"".join(parts)
 
-    def _flush_head(self) -> None:
-        if self.pending_head and not self.disconnected:
-            self.transport.write(self.pending_head)
-            self.pending_head = b""
+    def schedule_flush(self) -> None:
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.conn.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self.flush_scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Write everything corked, in one call."""
+        pending = self.pending
+        if pending:
+            self.pending = []
+            self.pending_size = 0
+            if not self.disconnected:
+                self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _write_body(self, body: bytes, more_body: bool) -> None:
-        head = self.pending_head
-        self.pending_head = b""
-        self.bytes_sent += len(body)
+        size = len(body)
+        self.bytes_sent += size
+        pending = self.pending
         if self.head_request or self.status < 200 or self.status in _NO_BODY_STATUSES:
-            data = head
+            size = 0
         elif self.chunked:
             if body:
-                data = b"%s%x\r\n%s\r\n" % (head, len(body), body)
-            else:
-                data = head
+                pending.append(b"%x\r\n" % size)
+                pending.append(body)
+                pending.append(b"\r\n")
             if not more_body:
-                data += b"0\r\n\r\n"
+                pending.append(b"0\r\n\r\n")
         else:
-            size = len(body)
             if self.remaining >= 0:
                 if size > self.remaining:
                     raise RuntimeError("Response content longer than Content-Length")
                 self.remaining -= size
-            data = head + body if head else body
-        if data:
-            self.transport.write(data)
+            if body:
+                pending.append(body)
+        if not more_body:
+            self.flush()
+            return
+        self.pending_size += size
+        if self.pending_size >= _CORK_LIMIT:
+            self.flush()  # then send() waits for the transport to drain, if it must
+        elif pending:
+            self.schedule_flush()
 
     def _finish(self) -> None:
         if self.remaining > 0 and not self.head_request:

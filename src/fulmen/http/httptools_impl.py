@@ -72,8 +72,13 @@ class HttpToolsProtocol(HTTPConnection):
         self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
         self.head_size += len(name) + len(value) + 4
+        if self.head_started:
+            self.headers.append((name.lower(), value))
+        elif self.head_size > self.max_head_size:
+            # A trailer of a chunked body: never added to the request's headers (the app already has
+            # them), and bounded like a head, as the h11 path bounds it.
+            raise HTTPRequestError(431, "Request trailers too large")
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -82,6 +87,7 @@ class HttpToolsProtocol(HTTPConnection):
         if method_text is None:
             method_text = _METHODS[method] = method.decode("ascii")
         self.on_request(method_text, self.url, parser.get_http_version(), self.headers, self.head_size)
+        self.head_size = 0  # from here on, the size of the trailers
 
     def on_body(self, body: bytes) -> None:  # type: ignore[override]
         super().on_body(body)
