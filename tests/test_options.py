@@ -106,6 +106,8 @@ def test_config_and_run_signatures_come_from_the_table() -> None:
     assert [name for name in run_parameters if name != "app"] == [option.name for option in API_OPTIONS]
     for option in API_OPTIONS:
         assert run_parameters[option.name].default == option.default
+    config_parameters = inspect.signature(fulmen.Config).parameters
+    assert [name for name in config_parameters if name != "app"] == [option.name for option in API_OPTIONS]
     config = fulmen.Config("tests.apps:hello", log_config=None)
     for option in API_OPTIONS:
         assert hasattr(config, option.name), option.name

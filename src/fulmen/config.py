@@ -473,5 +473,15 @@ def _is_asgi3(app: Any) -> bool:
     return inspect.iscoroutinefunction(call)
 
 
-# Shown by help(Config): the keywords come from the option table.
+# Shown by help(Config) and inspect.signature(Config): the keywords come from the option table.
 Config.__init__.__doc__ = "Keywords: " + ", ".join(sorted(_API_NAMES))
+Config.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("app", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    ]
+    + [
+        inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default)
+        for option in _options.API_OPTIONS
+    ]
+)

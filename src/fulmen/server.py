@@ -41,7 +41,8 @@ class ServerState:
         self.connections: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.default_headers: list[tuple[bytes, bytes]] = []
-        #: After this many requests the server answers 503 and stops (``--limit-max-requests``).
+        #: When set, connections answer 503 past this many requests. The server leaves it None and
+        #: stops on its tick instead (see ``Server.limit_max_requests``), as uvicorn does.
         self.max_requests: int | None = None
 
 
@@ -60,9 +61,13 @@ class Server:
         self.servers: list[asyncio.base_events.Server] = []
         self.lifespan: LifespanOn | LifespanOff | None = None
         self._captured_signals: list[int] = []
+        #: ``--limit-max-requests`` plus its jitter. As in uvicorn, requests are served normally until
+        #: the next tick notices the limit and the server shuts down gracefully; connections never
+        #: see a 503 for it (``server_state.max_requests`` stays None).
+        self.limit_max_requests: int | None = None
         if config.limit_max_requests is not None:
             jitter = config.limit_max_requests_jitter or 0
-            self.server_state.max_requests = config.limit_max_requests + random.randint(0, max(jitter, 0))
+            self.limit_max_requests = config.limit_max_requests + random.randint(0, max(jitter, 0))
 
     # -- running
 
@@ -222,7 +227,7 @@ class Server:
 
         if self.should_exit:
             return True
-        max_requests = self.server_state.max_requests
+        max_requests = self.limit_max_requests
         if max_requests is not None and self.server_state.total_requests >= max_requests:
             logger.info("Maximum request limit of %d exceeded. Terminating process.", max_requests)
             return True
