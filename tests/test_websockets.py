@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -236,6 +237,32 @@ def test_app_ending_after_accept_closes(ws_impl: str, ending: str) -> None:
         raw.send_frame(CLOSE, b"\x03\xe8")
         assert raw.wait_eof()
         raw.close()
+
+
+def test_wss(ws_impl: str, loop_impl: str, tmp_path: Any) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    schemes: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        schemes.append(scope["scheme"])
+        await echo_app(scope, receive, send)
+
+    async def client(server: RunningServer) -> None:
+        async with connect(f"wss://127.0.0.1:{server.port}/", ssl=context) as ws:
+            await ws.send("secret")
+            assert await ws.recv() == "secret"
+
+    options = {"ssl_certfile": str(certfile), "ssl_keyfile": str(keyfile), "loop": loop_impl}
+    with run_server(app, ws=ws_impl, **options) as server:
+        run(client(server))
+    assert schemes == ["wss"]
 
 
 # -- refusing the handshake
