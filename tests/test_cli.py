@@ -221,3 +221,13 @@ def test_port_zero_logs_the_real_port(cli: Any) -> None:
     match = re.search(r"http://127\.0\.0\.1:(\d+) ", process.output)
     assert match and int(match.group(1)) > 0
     assert httpx.get(f"http://127.0.0.1:{match.group(1)}/", timeout=5).status_code == 200
+
+
+def test_limit_max_requests_stops_gracefully(cli: Any) -> None:
+    process, port = _serve(cli, "tests.apps:hello", "--limit-max-requests", "2")
+    with httpx.Client(timeout=5) as client:
+        for _ in range(2):
+            assert client.get(f"http://127.0.0.1:{port}/").status_code == 200
+    assert process.wait(10) == 0
+    assert "INFO:     Maximum request limit of 2 exceeded. Terminating process." in process.lines
+    assert "Finished server process" in process.output
