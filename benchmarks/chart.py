@@ -211,10 +211,10 @@ def _draw_builtin(
 def _draw_matplotlib(
     path: str, groups: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], title: str
 ) -> None:
-    import matplotlib
+    import matplotlib  # type: ignore[import-not-found, unused-ignore]
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
 
     n = max(1, len(series))
     width = 0.8 / n

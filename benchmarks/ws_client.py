@@ -184,7 +184,7 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
 
 async def run(
     url: str, connections: int, duration: float, size: int, ramp: float, depth: int = 1
-) -> dict[str, float | int]:
+) -> dict[str, float | int | str]:
     loop = asyncio.get_running_loop()
     uri = parse_uri(url)
     shared = Shared(b"m" * size, depth, loop.time() + ramp, loop.time() + ramp + duration)
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     coro = run(args.url, args.connections, args.duration, args.size, args.ramp, max(1, args.depth))
-    result: dict[str, float | int]
+    result: dict[str, float | int | str]
     try:
         if args.no_uvloop:
             raise ImportError
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = uvloop.run(coro)
     print(json.dumps(result))
-    return 0 if result["messages"] > 0 else 1
+    return 0 if result["messages"] != 0 else 1
 
 
 if __name__ == "__main__":
