@@ -370,7 +370,7 @@ class WebSocketSession(asyncio.Protocol):
             self.ping_timer = self.loop.call_later(self.ping_interval, self.send_ping)
         if self.pending:
             pending, self.pending = self.pending, bytearray()
-            self.feed(bytes(pending))
+            self.data_received(bytes(pending))
         if self.reading and len(self.queue) < self.max_queue:
             self.flow.resume_reading()
 

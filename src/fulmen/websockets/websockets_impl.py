@@ -41,11 +41,8 @@ class WebSocketProtocol(WebSocketSession):
         headers = Headers(
             [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
         )
-        request = Request(
-            path=scope["raw_path"].decode("latin-1"),
-            headers=headers,
-            protocol="HTTP/" + scope["http_version"],
-        )
+        # Method and version were checked by the HTTP side and the session (fields absent before 14).
+        request = Request(scope["raw_path"].decode("latin-1"), headers)
         response = engine.accept(request)
         if response.status_code != 101:
             raise HandshakeError(str(engine.handshake_exc or response.reason_phrase))
