@@ -255,6 +255,49 @@ def test_utf8_split_across_fragments_is_valid(client: RawClient) -> None:
         assert client.recv_frame() == (TEXT, text, True)
 
 
+VALID_UTF8 = [
+    "\u007f\u0080\u07ff\u0800\uffff\U00010000\U0010ffff".encode(),
+    "\ufffe\uffff\ufeff".encode(),  # noncharacters and the BOM are valid UTF-8
+    "Hello-µ@ßöäüàá-UTF-8!!".encode(),
+]
+INVALID_UTF8 = [
+    b"\xf4\x90\x80\x80",  # above U+10FFFF
+    b"\xed\xa0\x80",  # a surrogate
+    b"\xed\xbf\xbf",
+    b"\xc0\x80",  # overlong forms
+    b"\xe0\x80\x80",
+    b"\xf0\x80\x80\x80",
+    b"\x80",  # lone continuation bytes
+    b"\xbf",
+    b"\xfe",
+    b"\xff",
+    b"ok\xc2",  # truncated at the end of the message
+    b"ok\xe0\xa0",
+    b"ok\xf0\x90\x80",
+]
+
+
+@pytest.mark.parametrize("payload", VALID_UTF8)
+def test_valid_utf8_whole_and_byte_per_fragment(client: RawClient, payload: bytes) -> None:
+    client.send_frame(TEXT, payload)
+    assert client.recv_frame() == (TEXT, payload, True)
+    frames = [ws_frame(TEXT if i == 0 else CONT, payload[i : i + 1], fin=False) for i in range(len(payload))]
+    client.send(b"".join(frames) + ws_frame(CONT, b""))
+    assert client.recv_frame() == (TEXT, payload, True)
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("payload", INVALID_UTF8)
+def test_invalid_utf8_closes_1007(client: RawClient, payload: bytes, split: bool) -> None:
+    if split:
+        pieces = [payload[i : i + 1] for i in range(len(payload))]
+        frames = [ws_frame(TEXT if i == 0 else CONT, piece, fin=False) for i, piece in enumerate(pieces)]
+        client.send(b"".join(frames) + ws_frame(CONT, b""))
+    else:
+        client.send_frame(TEXT, payload)
+    assert client.recv_close() == 1007
+
+
 def test_frame_sent_byte_by_byte(client: RawClient) -> None:
     for byte in ws_frame(TEXT, b"slowly"):
         client.send(bytes([byte]))
