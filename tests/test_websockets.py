@@ -489,6 +489,38 @@ def test_pongs_keep_the_connection_open(ws_impl: str) -> None:
         run(client(server))
 
 
+def test_a_slow_app_is_not_a_dead_peer(ws_impl: str) -> None:
+    """While reading is paused for the app, an unread pong does not count as a missed pong."""
+    release = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        await echo_app_loop(receive, send)
+
+    async def client(server: RunningServer) -> None:
+        async with connect(url(server)) as ws:
+            for i in range(5):
+                await ws.send(f"m{i}")
+            await asyncio.sleep(0.8)  # several ping timeouts while the server reads nothing
+            release.set()
+            assert [await ws.recv() for _ in range(5)] == [f"m{i}" for i in range(5)]
+
+    options = {"ws_ping_interval": 0.1, "ws_ping_timeout": 0.2, "ws_max_queue": 1}
+    with run_server(app, ws=ws_impl, **options) as server:
+        run(client(server))
+
+
+async def echo_app_loop(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message["text"]})
+
+
 # -- compression
 
 

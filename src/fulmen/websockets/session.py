@@ -467,8 +467,15 @@ class WebSocketSession(asyncio.Protocol):
 
     def on_ping_timeout(self) -> None:
         self.pong_timer = None
-        if self.state == OPEN:
-            self.fail(1011, "keepalive ping timeout")
+        if self.state != OPEN:
+            return
+        if self.flow.read_paused:
+            # The pong may be waiting unread behind messages the app has not taken yet: a slow app
+            # is not a dead peer, so wait again.
+            assert self.ping_timeout is not None
+            self.pong_timer = self.loop.call_later(self.ping_timeout, self.on_ping_timeout)
+            return
+        self.fail(1011, "keepalive ping timeout")
 
     def cancel_timers(self) -> None:
         if self.ping_timer is not None:
