@@ -137,13 +137,13 @@ class WebSocketSession(asyncio.Protocol):
         state.connections.add(self)
         if self.access_log:
             self.started_at = time.monotonic()
-        if logger.isEnabledFor(_TRACE):
-            logger.log(_TRACE, "%s - WebSocket connection made", self.client_text)
         if not transport.is_reading():
             transport.resume_reading()  # the HTTP parser may have paused it at the upgrade
         scope["subprotocols"] = _subprotocols(scope["headers"])
         scope["extensions"] = {"websocket.http.response": {}}
         self.scope = scope
+        if logger.isEnabledFor(_TRACE):
+            logger.log(_TRACE, "%s - WebSocket connection made", self.client_text)
         if trailing:
             self.pending += trailing
 
