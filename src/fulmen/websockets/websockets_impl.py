@@ -41,12 +41,14 @@ class WebSocketProtocol(WebSocketSession):
         headers = Headers(
             [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
         )
-        # Method and version were checked by the HTTP side and the session (fields absent before 14).
+        # Only path and headers: the session checks the HTTP version, and Request has no method or
+        # version fields before websockets 14.
         request = Request(scope["raw_path"].decode("latin-1"), headers)
         response = engine.accept(request)
         if response.status_code != 101:
             raise HandshakeError(str(engine.handshake_exc or response.reason_phrase))
-        del response.headers["Date"]  # the session adds the server's default headers
+        if "Date" in response.headers:
+            del response.headers["Date"]  # the session adds the server's default headers
         self.response = response
         self.extensions = engine.extensions
         self.decoder = None
