@@ -7,6 +7,7 @@ to misbehave: not read, not answer pings, send bytes with the handshake.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -697,6 +698,24 @@ def test_fastapi_websocket_endpoint(ws_impl: str) -> None:
 
 
 # -- configuration
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_contextvars_do_not_leak_between_connections(ws_impl: str, reset: bool) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(var.get())
+        var.set(scope["path"])
+        await echo_app(scope, receive, send)
+
+    with run_server(app, ws=ws_impl, reset_contextvars=reset) as server:
+        for path in (b"/one", b"/two"):
+            raw = RawClient(server.port, path=path)
+            assert raw.status == 101
+            raw.close()
+    assert seen == ["unset", "unset"]
 
 
 def test_ws_option_selects_the_engine() -> None:

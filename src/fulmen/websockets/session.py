@@ -11,6 +11,7 @@ messages into bytes; so the two libraries behave the same and the per-message pa
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import time
@@ -162,7 +163,10 @@ class WebSocketSession(asyncio.Protocol):
             self.refuse(400)
             return
         state.total_requests += 1
-        task = self.loop.create_task(self.run_asgi())
+        if self.config.reset_contextvars:  # a fresh context, as for HTTP requests
+            task = contextvars.Context().run(self.loop.create_task, self.run_asgi())
+        else:
+            task = self.loop.create_task(self.run_asgi())
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
 
