@@ -147,10 +147,6 @@ def test_crash_loop_is_throttled_by_the_restart_budget(app_dir: Path) -> None:
         assert server.stop() == 0
 
 
-@pytest.mark.xfail(
-    reason="core: a server past --limit-max-requests answers 503 instead of serving and stopping accepting",
-    strict=False,
-)
 def test_limit_max_requests_recycles_workers_without_failed_requests(app_dir: Path) -> None:
     args = ("--workers", "2", *FAST, "--limit-max-requests", "4", "--limit-max-requests-jitter", "2")
     with fulmen(app_dir, *args) as server:

@@ -12,7 +12,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from email.utils import formatdate
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -41,9 +41,15 @@ class ServerState:
         self.connections: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.default_headers: list[tuple[bytes, bytes]] = []
-        #: When set, connections answer 503 past this many requests. The server leaves it None and
-        #: stops on its tick instead (see ``Server.limit_max_requests``), as uvicorn does.
+        #: ``--limit-max-requests`` (with its jitter): on reaching it, ``on_max_requests`` is called.
         self.max_requests: int | None = None
+        self.on_max_requests: Callable[[], None] | None = None
+
+    def count_request(self) -> None:
+        """Count a request the application is about to see (HTTP request or WebSocket handshake)."""
+        self.total_requests += 1
+        if self.total_requests == self.max_requests and self.on_max_requests is not None:
+            self.on_max_requests()
 
 
 def _http_date() -> bytes:
@@ -61,13 +67,10 @@ class Server:
         self.servers: list[asyncio.base_events.Server] = []
         self.lifespan: LifespanOn | LifespanOff | None = None
         self._captured_signals: list[int] = []
-        #: ``--limit-max-requests`` plus its jitter. As in uvicorn, requests are served normally until
-        #: the next tick notices the limit and the server shuts down gracefully; connections never
-        #: see a 503 for it (``server_state.max_requests`` stays None).
+        #: ``--limit-max-requests`` plus its jitter, drawn in :meth:`startup` so that every worker
+        #: process (each gets a copy of one Server) draws its own.
         self.limit_max_requests: int | None = None
-        if config.limit_max_requests is not None:
-            jitter = config.limit_max_requests_jitter or 0
-            self.limit_max_requests = config.limit_max_requests + random.randint(0, max(jitter, 0))
+        self._draw_request_limit()
 
     # -- running
 
@@ -129,6 +132,9 @@ class Server:
 
         loop = asyncio.get_running_loop()
         self.update_default_headers()
+        self._draw_request_limit()
+        self.server_state.max_requests = self.limit_max_requests
+        self.server_state.on_max_requests = self._on_max_requests
 
         def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
             assert self.lifespan is not None
@@ -227,11 +233,26 @@ class Server:
 
         if self.should_exit:
             return True
-        max_requests = self.limit_max_requests
-        if max_requests is not None and self.server_state.total_requests >= max_requests:
-            logger.info("Maximum request limit of %d exceeded. Terminating process.", max_requests)
-            return True
-        return False
+        limit = self.limit_max_requests
+        return limit is not None and self.server_state.total_requests >= limit
+
+    def _draw_request_limit(self) -> None:
+        limit = self.config.limit_max_requests
+        if limit is not None:
+            jitter = max(self.config.limit_max_requests_jitter or 0, 0)
+            self.limit_max_requests = limit + random.randint(0, jitter)
+
+    def _on_max_requests(self) -> None:
+        """The request limit is reached: stop accepting now, and let open connections close after the
+        responses in flight, so no request beyond those already sent is served and none is dropped."""
+        logger.info("Maximum request limit of %d exceeded. Terminating process.", self.limit_max_requests)
+        self.should_exit = True
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            stop_keep_alive = getattr(connection, "stop_keep_alive", None)
+            if stop_keep_alive is not None:  # HTTP: no request after the ones in flight
+                stop_keep_alive()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         logger.info("Shutting down")

@@ -31,6 +31,8 @@ access_logger = logging.getLogger("fulmen.access")
 
 _HTTP_VERSIONS = {"1.1": "1.1", "1.0": "1.0", "HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
 _TRACE = 5
+#: Seconds an idle keep-alive connection stays open at shutdown, for a request already on its way.
+SHUTDOWN_GRACE = 1.0
 _EAGER_TASKS = sys.version_info >= (3, 12)
 
 
@@ -312,15 +314,10 @@ class HTTPConnection(asyncio.Protocol):
     def start(self, cycle: RequestResponseCycle) -> None:
         state = self.server_state
         app = self.app
-        limit = state.max_requests
-        if limit is not None and state.total_requests >= limit:
-            app = service_unavailable
-            cycle.keep_alive = False
-            self.closing = True
-        elif self.limit_concurrency is not None and len(self.tasks) >= self.limit_concurrency:
+        if self.limit_concurrency is not None and len(self.tasks) >= self.limit_concurrency:
             app = service_unavailable
         else:
-            state.total_requests += 1
+            state.count_request()
         # A fresh, empty context per request with --reset-contextvars; else a copy of the current one.
         context = contextvars.Context() if self.reset_contextvars else None
         if _EAGER_TASKS and not self.running_eagerly:
@@ -474,12 +471,22 @@ class HTTPConnection(asyncio.Protocol):
             self.transport.close()
 
     def shutdown(self) -> None:
-        """Graceful shutdown: close now when idle, else after the response in flight."""
+        """Graceful shutdown: close after the response in flight; an idle connection after a short
+        grace, because a keep-alive client may already have sent its next request (that one is
+        answered, with ``Connection: close``)."""
+        self.stop_keep_alive()
+
+    def stop_keep_alive(self) -> None:
+        """Serve no request after the ones in flight (or on their way), then close."""
         self.closing = True
-        if self.active is None or self.active.response_complete:
-            self.transport.close()
-        else:
-            self.active.keep_alive = False
+        active = self.active
+        if active is not None and not active.response_complete:
+            active.keep_alive = False
+        elif not self.head_started and not self.transport.is_closing():
+            if self.idle_timer is not None:
+                self.idle_timer.cancel()
+            self.idle_deadline = self.loop.time() + SHUTDOWN_GRACE
+            self.idle_timer = self.loop.call_later(SHUTDOWN_GRACE, self.on_idle_timeout)
 
     def default_header_block(self) -> bytes:
         """The server's default headers (date, server, --header) as bytes, rebuilt when they change."""

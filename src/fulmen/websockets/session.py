@@ -148,10 +148,7 @@ class WebSocketSession(asyncio.Protocol):
         if trailing:
             self.pending += trailing
 
-        limit = state.max_requests
-        if (limit is not None and state.total_requests >= limit) or (
-            self.limit_concurrency is not None and len(state.tasks) >= self.limit_concurrency
-        ):
+        if self.limit_concurrency is not None and len(state.tasks) >= self.limit_concurrency:
             self.refuse(503)
             return
         try:
@@ -162,7 +159,7 @@ class WebSocketSession(asyncio.Protocol):
             logger.warning("Invalid WebSocket handshake received: %s", exc)
             self.refuse(400)
             return
-        state.total_requests += 1
+        state.count_request()
         if self.config.reset_contextvars:  # a fresh context, as for HTTP requests
             task = contextvars.Context().run(self.loop.create_task, self.run_asgi())
         else:
