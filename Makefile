@@ -30,5 +30,14 @@ pytest: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -c 'import fulmen.options as o; print(o.render_settings_markdown(), end="")' > docs/settings.md
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py $(ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run.py --quick $(ARGS)
+
+bench-sighup: $(STAMP)
+	$(BIN)/python benchmarks/sighup_under_load.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -510,7 +510,7 @@ class HTTPConnection(asyncio.Protocol):
         client = scope.get("client")
         headers = dict(scope["headers"])
         fields = {
-            "client": f"{client[0]}:{client[1]}" if client else "-",
+            "client": f"{client[0]}:{client[1]}" if client else "",
             "method": scope["method"],
             "path": path,
             "full_path": urllib.parse.quote(full_path, safe="/?=&%:;@+$,!~*'()[]"),
