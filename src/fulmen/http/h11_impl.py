@@ -44,6 +44,11 @@ class H11Protocol(HTTPConnection):
         while True:
             if conn.their_state is h11.IDLE:
                 self.check_head(conn.trailing_data[0])
+            elif conn.their_state is h11.MUST_CLOSE:
+                # h11 reads nothing after a request it will not keep alive (HTTP/1.0): what follows
+                # an HTTP/1.0 keep-alive request waits for the next parser, like a held request.
+                self.parser_paused = True
+                return
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
@@ -101,7 +106,9 @@ class H11Protocol(HTTPConnection):
         # A fresh h11 connection, fed what the client already sent, is cheaper than walking the old
         # one through a response it would only throw away.
         conn = self.conn
-        if conn.their_state is not h11.DONE:
+        # MUST_CLOSE: an HTTP/1.0 request, which h11 never keeps alive; with "Connection: keep-alive"
+        # the shared connection kept it (as llhttp does), and the request is complete.
+        if conn.their_state is not h11.DONE and conn.their_state is not h11.MUST_CLOSE:
             self.closing = True
             return
         leftover, closed = conn.trailing_data
