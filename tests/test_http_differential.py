@@ -74,6 +74,61 @@ CASES: dict[str, tuple[bytes, bytes, int]] = {
         b"HTTP/1.1 200",
         1,
     ),
+    # Found by the fuzzers (tests/test_fuzz_http.py): h11 alone accepted these, llhttp rejects them.
+    "cl-duplicate-same-value": (
+        BODY + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello" + SMUGGLED,
+        b"HTTP/1.1 400",
+        1,
+    ),
+    "cl-trailing-space": (BODY + b"Content-Length: 5 \r\n\r\nhello" + SMUGGLED, b"HTTP/1.1 400", 1),
+    "ctl-in-header": (b"GET /first HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n", b"HTTP/1.1 400", 1),
+    "del-in-header": (b"GET /first HTTP/1.1\r\nHost: x\r\nX: a\x7fb\r\n\r\n", b"HTTP/1.1 400", 1),
+    "chunk-extension-nul": (
+        BODY + b"Transfer-Encoding: chunked\r\n\r\n5;a=\x00\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
+        b"HTTP/1.1 400",
+        1,
+    ),
+    "chunk-extension-cr": (
+        BODY + b"Transfer-Encoding: chunked\r\n\r\n5;a=\rb\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
+        b"HTTP/1.1 400",
+        1,
+    ),
+    "chunk-extension-space": (
+        BODY + b"Transfer-Encoding: chunked\r\n\r\n5;a=b c\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
+        b"HTTP/1.1 400",
+        1,
+    ),
+    "chunk-size-2-64": (
+        BODY + b"Transfer-Encoding: chunked\r\n\r\n10000000000000000\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
+        b"HTTP/1.1 400",
+        1,
+    ),
+    "trailer-content-length": (
+        BODY + b"Transfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 5\r\n\r\nhello" + SMUGGLED,
+        b"HTTP/1.1 400",
+        1,
+    ),
+    "trailer-transfer-encoding": (
+        BODY + b"Transfer-Encoding: chunked\r\n\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n" + SMUGGLED,
+        b"HTTP/1.1 400",
+        1,
+    ),
+    "trailer-obs-fold": (
+        BODY + b"Transfer-Encoding: chunked\r\n\r\n0\r\nX: a\r\n b\r\n\r\n" + SMUGGLED,
+        b"HTTP/1.1 400",
+        1,
+    ),
+    "after-connection-close-with-body": (
+        BODY + b"Connection: close\r\nContent-Length: 5\r\n\r\nhello" + SMUGGLED,
+        b"HTTP/1.1 200",
+        1,
+    ),
+    "http10-after-close": (b"GET /first HTTP/1.0\r\n\r\n" + SMUGGLED, b"HTTP/1.1 200", 1),
+    "http10-keep-alive-pipeline": (
+        b"GET /first HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /second HTTP/1.0\r\n\r\n" + SMUGGLED,
+        b"HTTP/1.1 200",
+        2,
+    ),
 }
 
 

@@ -7,9 +7,11 @@ h11 state machine (see :meth:`H11Protocol.prepare_next_request`).
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, Any
 
 import h11
+from h11._readers import ChunkedReader
 
 from fulmen.http.connection import HTTPConnection, HTTPRequestError
 from fulmen.http.wire import lax_framing
@@ -19,6 +21,10 @@ if TYPE_CHECKING:
     from fulmen.server import ServerState
 
 _MAX_CHUNK_SIZE = 1 << 64
+# A chunk-size line as llhttp accepts it: hex digits, then extensions without any whitespace.
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_EXT_VALUE = rb'(?:%s*|"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*")' % _TOKEN
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)(?:;(?:%s+(?:=%s)?|=%s))*\r\n" % (_TOKEN, _EXT_VALUE, _EXT_VALUE))
 
 
 class H11Protocol(HTTPConnection):
@@ -44,6 +50,8 @@ class H11Protocol(HTTPConnection):
         while True:
             if conn.their_state is h11.IDLE:
                 self.check_head(conn.trailing_data[0])
+            elif conn.their_state is h11.SEND_BODY:
+                self.check_chunk_framing()
             elif conn.their_state is h11.MUST_CLOSE:
                 # h11 reads nothing after a request it will not keep alive (HTTP/1.0): what follows
                 # an HTTP/1.0 keep-alive request waits for the next parser, like a held request.
@@ -94,6 +102,44 @@ class H11Protocol(HTTPConnection):
             if end < 0:
                 return
         reason = lax_framing(buffer[: end + 4].lstrip(b"\r\n"))
+        if reason is not None:
+            raise HTTPRequestError(400, reason)
+
+    def check_chunk_framing(self) -> None:
+        """Chunk-size lines and trailers, checked as llhttp checks them before h11 reads them: h11
+        accepts any bytes in chunk extensions, sizes past 64 bits and framing headers in trailers."""
+        reader = self.conn._reader
+        if type(reader) is not ChunkedReader or reader._bytes_in_chunk:
+            return
+        data = self.conn._receive_buffer._data
+        if reader._reading_trailer:
+            self.check_trailers(data, 0)
+            return
+        start = len(reader._bytes_to_discard)
+        end = data.find(b"\n", start)
+        if end < 0:
+            return
+        match = _CHUNK_LINE.fullmatch(data, start, end + 1)
+        if match is None:
+            raise HTTPRequestError(400, "Invalid chunk size line")
+        size = int(match.group(1), 16)
+        if size >= _MAX_CHUNK_SIZE:
+            raise HTTPRequestError(400, "Chunk size too large")
+        if size == 0:  # h11 reads the trailers in the same step as the last chunk line
+            self.check_trailers(data, end + 1)
+
+    @staticmethod
+    def check_trailers(data: bytearray, start: int) -> None:
+        if data.startswith(b"\r\n", start):
+            return
+        end = data.find(b"\r\n\r\n", start)
+        if end < 0:
+            return
+        trailers = b"X: y\r\n" + bytes(data[start : end + 4])
+        reason = lax_framing(trailers)
+        lower = trailers.lower()
+        if reason is None and (b"\ncontent-length:" in lower or b"\ntransfer-encoding:" in lower):
+            reason = "framing header in trailers"
         if reason is not None:
             raise HTTPRequestError(400, reason)
 

@@ -32,22 +32,35 @@ def is_token(name: bytes) -> bool:
 def lax_framing(head: bytes) -> str | None:
     """Why a raw request head is framed more loosely than llhttp accepts, or None.
 
-    h11 tolerates bare LF line ends, obsolete line folding and ``Content-Length: 5, 5``; llhttp
-    rejects them. The h11 path checks heads with this so both parsers give the same answer.
+    h11 tolerates bare LF line ends, obsolete line folding, control characters in values,
+    ``Content-Length: 5, 5``, duplicate or space-padded Content-Length; llhttp rejects them. The
+    h11 path checks heads (and trailers) with this so both parsers give the same answer.
     """
     if head.count(b"\n") != head.count(b"\r\n"):
         return "bare LF in request head"
     if b"\n " in head or b"\n\t" in head:
         return "obsolete line folding in request head"
+    if head.translate(None, _LAX_ALLOWED):
+        return "control character in request head"
     lower = head.lower()
     start = lower.find(b"\ncontent-length:")
+    seen = False
     while start >= 0:
+        if seen:  # llhttp rejects a second Content-Length even with the same value; h11 merges them
+            return "duplicate Content-Length"
+        seen = True
         end = lower.find(b"\r\n", start + 1)
-        value = lower[start + 16 : end if end >= 0 else len(lower)].strip()
+        # Leading whitespace only: llhttp rejects "Content-Length: 5 " (h11 strips it).
+        value = lower[start + 16 : end if end >= 0 else len(lower)].lstrip(b" \t")
         if not value.isdigit():
             return "invalid Content-Length"
         start = lower.find(b"\ncontent-length:", start + 1)
     return None
+
+
+#: Bytes allowed in a request head: all but the control characters (except HTAB, CR and LF) and DEL,
+#: which llhttp rejects and h11 lets through in header values.
+_LAX_ALLOWED = bytes(c for c in range(256) if c in (9, 10, 13) or 32 <= c != 127)
 
 
 def simple_response(status: int, body: bytes, *, close: bool = True, extra: bytes = b"") -> bytes:
