@@ -855,10 +855,19 @@ class WSOutcome:
 
 
 def ws_exchange(
-    port: int, pieces: list[bytes], *, until_close: bool, idle: float = 0.15, deadline: float = 5.0
+    port: int,
+    pieces: list[bytes],
+    *,
+    until_close: bool,
+    idle: float = 0.15,
+    deadline: float = 5.0,
+    expect_messages: int | None = None,
+    close_frame: bytes = b"",
 ) -> WSOutcome:
     """Send frame bytes after a handshake; read server frames until EOF (or ``idle`` when not
-    ``until_close``). After the server's close frame only the end of the connection may follow."""
+    ``until_close``). With ``expect_messages``, ``close_frame`` is sent once that many data messages
+    came back (a close sent earlier may rightly cut echoes still on their way). After the server's
+    close frame only the end of the connection may follow."""
     sock, buffer = ws_handshake(port)
     try:
         _send_pieces(sock, pieces, 0.0005)
@@ -866,7 +875,11 @@ def ws_exchange(
         closed = False
         give_up = time.monotonic() + deadline
         last_data = time.monotonic()
+        close_sent = expect_messages is None
         while not closed:
+            if not close_sent and len(ws_data_messages(frames)) >= (expect_messages or 0):
+                _send_pieces(sock, [close_frame], 0)
+                close_sent = True
             now = time.monotonic()
             if now > give_up:
                 raise Finding(f"WebSocket connection still open after {deadline} s; frames {frames[-3:]}")
@@ -891,8 +904,6 @@ def ws_exchange(
                 frames.append(frame)
         if closed and buffer:
             raise Malformed(f"connection closed in the middle of a server frame: {buffer[:40]!r}")
-        if closed and frames and frames[-1][1] != CLOSE and until_close:
-            pass  # an abort without a close frame is allowed after a protocol error
         return WSOutcome(frames, closed)
     finally:
         sock.close()
@@ -922,9 +933,9 @@ def ws_data_messages(frames: list[tuple[bool, int, bytes]]) -> list[tuple[int, b
 def probe_ws(port: int) -> None:
     """A new WebSocket still gets its message echoed."""
     keys = iter(lambda: os.urandom(4), None)
-    outcome = ws_exchange(
-        port, [encode_messages([WSMessage(True, b"probe", [5], [])], keys)], until_close=True
-    )
+    message = encode_messages([WSMessage(True, b"probe", [5], [])], keys, close=False)
+    close = ws_frame(CLOSE, struct.pack("!H", 1000), key=os.urandom(4))
+    outcome = ws_exchange(port, [message], until_close=True, expect_messages=1, close_frame=close)
     if ws_data_messages(outcome.frames) != [(TEXT, b"probe")]:
         raise Finding(f"the WebSocket server no longer echoes: {outcome.frames}")
 
