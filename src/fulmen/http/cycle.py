@@ -205,6 +205,13 @@ class RequestResponseCycle:
             if message_type != "http.response.body":
                 raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{message_type}'.")
             body = message.get("body", b"")
+            if type(body) is not bytes:
+                # Checked here: corked, it would fail later in a loop callback, with the head lost.
+                if not isinstance(body, (bytearray, memoryview)):
+                    raise TypeError(
+                        f"Expected bytes as 'http.response.body' body, got {type(body).__name__}."
+                    )
+                body = bytes(body)
             more_body = message.get("more_body", False)
             self._write_body(body, more_body)
             if not more_body:
