@@ -13,7 +13,6 @@ import asyncio
 import contextvars
 import logging
 import sys
-import time
 import urllib.parse
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -501,34 +500,3 @@ class HTTPConnection(asyncio.Protocol):
     @property
     def client_text(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else ""
-
-    def log_access(self, cycle: RequestResponseCycle) -> None:
-        scope = cycle.scope
-        query = scope["query_string"].decode("latin-1")
-        path = scope["path"]
-        full_path = f"{path}?{query}" if query else path
-        client = scope.get("client")
-        headers = dict(scope["headers"])
-        fields = {
-            "client": f"{client[0]}:{client[1]}" if client else "",
-            "method": scope["method"],
-            "path": path,
-            "full_path": urllib.parse.quote(full_path, safe="/?=&%:;@+$,!~*'()[]"),
-            "query": query,
-            "http_version": scope["http_version"],
-            "status": cycle.status,
-            "bytes": cycle.bytes_sent,
-            "duration_ms": round((time.monotonic() - cycle.started_at) * 1000, 3),
-            "user_agent": headers.get(b"user-agent", b"-").decode("latin-1"),
-            "referer": headers.get(b"referer", b"-").decode("latin-1"),
-            "request_id": headers.get(b"x-request-id", b"-").decode("latin-1"),
-        }
-        access_logger.info(
-            '%s - "%s %s HTTP/%s" %d',
-            fields["client"],
-            fields["method"],
-            fields["full_path"],
-            fields["http_version"],
-            cycle.status,
-            extra={"access": fields},
-        )

@@ -11,6 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from fulmen.access_log import log_access
 from fulmen.http.wire import (
     CONTINUE_RESPONSE,
     STATUS_LINES,
@@ -94,7 +95,7 @@ class RequestResponseCycle:
         self.head_request = scope["method"] == "HEAD"
         self.http10 = scope["http_version"] == "1.0"
         # The response is corked: the head and the body chunks sent in one loop turn go out in one write.
-        self.pending: list[bytes] = []
+        self.pending: list[bytes | bytearray | memoryview] = []
         self.pending_size = 0
         self.flush_scheduled = False
         self.status = 0
@@ -304,7 +305,7 @@ class RequestResponseCycle:
             if not self.disconnected:
                 self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
-    def _write_body(self, body: bytes, more_body: bool) -> None:
+    def _write_body(self, body: bytes | bytearray | memoryview, more_body: bool) -> None:
         size = len(body)
         self.bytes_sent += size
         pending = self.pending
@@ -339,5 +340,5 @@ class RequestResponseCycle:
         self.response_complete = True
         self.wake()
         if self.conn.access_log:
-            self.conn.log_access(self)
+            log_access(self.scope, self.scope["method"], self.status, self.bytes_sent, self.started_at)
         self.conn.on_response_complete(self)

@@ -113,4 +113,3 @@ def _display_path(path: Path) -> str:
         return f"'{path.relative_to(Path.cwd())}'"
     except ValueError:
         return f"'{path}'"
-

@@ -17,9 +17,9 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any
 
-from fulmen.http.connection import HTTPConnection
+from fulmen.access_log import log_access
 from fulmen.http.flow_control import HIGH_WATER_LIMIT, FlowControl
 from fulmen.http.wire import (
     ERROR_BODIES,
@@ -58,15 +58,6 @@ class HandshakeError(Exception):
 
 class ClientDisconnected(OSError):
     """Raised by ``send`` once the connection is closed (the ASGI spec asks for an IOError subclass)."""
-
-
-class _AccessRecord(NamedTuple):
-    """What :meth:`HTTPConnection.log_access` reads from a request cycle, for a handshake."""
-
-    scope: dict[str, Any]
-    status: int
-    bytes_sent: int
-    started_at: float
 
 
 def _subprotocols(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
@@ -497,9 +488,7 @@ class WebSocketSession(asyncio.Protocol):
         """One access line per handshake, in the HTTP format, with ``WebSocket`` as the method."""
         self.status = status
         if self.access_log:
-            scope = dict(self.scope, method="WebSocket")
-            record = _AccessRecord(scope, status, self.bytes_sent, self.started_at)
-            HTTPConnection.log_access(cast(Any, None), cast(Any, record))
+            log_access(self.scope, "WebSocket", status, self.bytes_sent, self.started_at)
 
     # -- the engine: implemented by the adapters
 
