@@ -196,3 +196,16 @@ def test_streaming_response_waits_for_slow_reader(http_impl: str) -> None:
             time.sleep(1.0)
             assert len(sent) < 200  # far less than the 128 MiB the app wants to send
             sock.close()
+
+
+def test_non_get_websocket_upgrade_is_plain_http(http_impl: str) -> None:
+    with run_server(apps.scope_json, http=http_impl) as server:
+        with server.connect() as sock:
+            sock.sendall(
+                b"POST /x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                b"Content-Length: 0\r\n\r\n"
+            )
+            status, _, body = read_response(sock)
+        assert status == 200
+        assert httpx.Response(200, content=body).json()["type"] == "http"

@@ -377,8 +377,8 @@ class HTTPConnection(asyncio.Protocol):
 
     def handle_upgrade(self, upgrade: bytes, scope: dict[str, Any]) -> bool:
         """Note a WebSocket upgrade for hand-over once the parser has stopped; False serves plain HTTP."""
-        if b"websocket" not in upgrade or self.ws_protocol_class is None:
-            if b"websocket" in upgrade:
+        if b"websocket" not in upgrade or self.ws_protocol_class is None or scope["method"] != "GET":
+            if b"websocket" in upgrade and self.ws_protocol_class is None:
                 logger.warning("Unsupported upgrade request.")
                 logger.warning(
                     "No supported WebSocket library detected. Please use \"pip install 'fulmen[standard]'\", "
