@@ -740,3 +740,12 @@ def test_ping_frame_is_answered_while_fragmented(ws_impl: str) -> None:
         assert frames[0] is not None and frames[0][0] == 0xA
         assert frames[1] == (TEXT, b"ab", True)
         raw.close()
+
+
+def test_max_size_counts_utf8_bytes_not_characters(ws_impl: str) -> None:
+    """500 three-byte characters are 1500 bytes: over a 1000-byte limit on both engines."""
+    with run_server(echo_app, ws=ws_impl, ws_max_size=1000) as server:
+        raw = RawClient(server.port)
+        raw.send_frame(TEXT, ("€" * 500).encode())
+        assert raw.recv_close(3) == 1009
+        raw.close()

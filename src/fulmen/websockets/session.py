@@ -60,6 +60,13 @@ class ClientDisconnected(OSError):
     """Raised by ``send`` once the connection is closed (the ASGI spec asks for an IOError subclass)."""
 
 
+def _wire_size(data: Any) -> int:
+    """Bytes of a frame's payload; text counts its UTF-8 bytes, not its characters (--ws-max-size)."""
+    if type(data) is str and not data.isascii():
+        return len(data.encode("utf-8", "surrogatepass"))
+    return len(data)
+
+
 def _subprotocols(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
     offered: list[str] = []
     for name, value in headers:
@@ -198,11 +205,11 @@ class WebSocketSession(asyncio.Protocol):
         """A data frame, or part of one (``str`` for text, ``bytes`` for binary); a message once ``fin``."""
         parts = self.parts
         if fin and not parts:
-            if len(data) > self.max_size:
+            if _wire_size(data) > self.max_size:
                 self.fail(1009, "Message too big")
                 return
         else:
-            size = self.parts_size + len(data)
+            size = self.parts_size + _wire_size(data)
             if size > self.max_size:
                 self.fail(1009, "Message too big")
                 return
