@@ -595,6 +595,10 @@ def measure(server: str, workload: str, connections: int, rnd: int, cfg: Config)
             known = _rusage_cpu(resource.RUSAGE_CHILDREN) + _rusage_cpu(resource.RUSAGE_SELF) - known0
             if proc.poll() is not None:
                 raise RuntimeError(f"server died during the run (exit {proc.returncode})")
+        if data["non_2xx"]:
+            # A fast wrong answer must not win: the apps only ever answer 200 / the same message.
+            what = "wrong echoes" if workload == "websocket" else "non-2xx responses"
+            raise RuntimeError(f"{data['non_2xx']} {what} out of {data['requests']}")
         result.requests_per_s = round(float(data["requests_per_s"]), 2)
         result.requests = int(data["requests"])
         result.p50_ms = _round_opt(data.get("p50_ms"))
