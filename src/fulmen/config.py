@@ -215,8 +215,8 @@ class Config:
             if app_dir not in sys.path:
                 sys.path.insert(0, app_dir)
 
-        if self.http2:
-            logger.error("HTTP/2 is not supported by fulmen: drop --http2 to serve HTTP/1.1.")
+        if self.http2 and not _has_module("h2"):
+            logger.error("HTTP/2 needs the h2 package: pip install 'fulmen[http2]' (or drop --http2).")
             sys.exit(STARTUP_FAILURE)
 
         try:
@@ -224,6 +224,9 @@ class Config:
         except (OSError, ssl.SSLError, ValueError) as exc:
             logger.error("Error loading TLS certificate or key: %s", exc)
             sys.exit(STARTUP_FAILURE)
+        if self.http2 and self.ssl is not None:
+            # Clients that speak HTTP/2 choose it in the handshake; the others keep HTTP/1.1.
+            self.ssl.set_alpn_protocols(["h2", "http/1.1"])
 
         encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers]
         if self.server_header and b"server" not in {name for name, _ in encoded}:

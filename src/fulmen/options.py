@@ -155,7 +155,8 @@ OPTIONS: tuple[Option, ...] = (
     _o(
         "http2",
         False,
-        "Serve HTTP/2. Not supported by fulmen: the server refuses to start (uvicorn needs --http zttp).",
+        "Also serve HTTP/2: over TLS by ALPN, in cleartext with prior knowledge. Needs h2 "
+        "(pip install 'fulmen[http2]').",
         kind=bool,
         section="Implementation",
     ),
@@ -496,8 +497,8 @@ DIFFERENCES = [
     "- Options uvicorn does not have: `--worker-class`, `--access-log-format`, `--log-format`,",
     "  `--limit-request-headers`, `--timeout-request-header`; `--timeout-notify` is also on the command",
     "  line; `app_dir` is also a `Config` keyword.",
-    "- `--http2` is accepted for compatibility but fulmen does not speak HTTP/2: the server logs an",
-    "  error and exits with status 3.",
+    "- `--http2` serves HTTP/2 with the h2 package (see docs/http2.md); without h2 installed the",
+    "  server logs one error line and exits with status 3.",
     "- A server stopped gracefully by SIGTERM exits with status 0 (uvicorn re-raises SIGTERM on itself).",
     "  Signals are still handed back to handlers a program installed before embedding the server.",
     "- An application that is not callable is a startup failure (exit status 3, one-line error); so is",

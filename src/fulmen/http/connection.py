@@ -30,6 +30,8 @@ access_logger = logging.getLogger("fulmen.access")
 
 _HTTP_VERSIONS = {"1.1": "1.1", "1.0": "1.0", "HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
 _TRACE = 5
+#: The first bytes of an HTTP/2 connection with prior knowledge (RFC 9113 section 3.4).
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Seconds an idle keep-alive connection stays open at shutdown, for a request already on its way.
 SHUTDOWN_GRACE = 1.0
 _EAGER_TASKS = sys.version_info >= (3, 12)
@@ -117,6 +119,10 @@ class HTTPConnection(asyncio.Protocol):
         self.running_eagerly = False
         self.default_source: list[tuple[bytes, bytes]] | None = None
         self.default_block = b""
+        if config.http2:
+            # Only with --http2: the first bytes go through detect_http2 once; no cost per request.
+            self.preface = b""
+            self.data_received = self.detect_http2  # type: ignore[method-assign]
 
     # -- asyncio.Protocol
 
@@ -159,6 +165,33 @@ class HTTPConnection(asyncio.Protocol):
             self.start(cycle)
         if self.head_started and self.header_timer is None and not self.transport.is_closing():
             self.header_timer = self.loop.call_later(self.timeout_request_header, self.on_header_timeout)
+
+    def detect_http2(self, data: bytes) -> None:
+        """The first bytes of a connection with --http2: HTTP/2 when TLS negotiated "h2" or they are the
+        HTTP/2 preface (prior knowledge); otherwise this connection serves HTTP/1.1 from here on."""
+        data = self.preface + data
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if alpn == "h2" or (alpn is None and data.startswith(HTTP2_PREFACE)):
+            self.hand_over_http2(data)
+            return
+        if alpn is None and len(data) < len(HTTP2_PREFACE) and HTTP2_PREFACE.startswith(data):
+            self.preface = data  # "P" could be either; wait for more
+            return
+        del self.data_received  # back to the class's method
+        self.transport.set_protocol(self)  # for transports that keep the bound method (uvloop)
+        self.data_received(data)
+
+    def hand_over_http2(self, data: bytes) -> None:
+        """Give the connection to the HTTP/2 protocol, as :meth:`complete_upgrade` does for WebSockets."""
+        from fulmen.http.h2_impl import H2Protocol
+
+        self.cancel_timers()
+        self.connections.discard(self)
+        protocol = H2Protocol(self.config, self.server_state, self.app_state, _loop=self.loop)
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        protocol.data_received(data)
 
     def pause_writing(self) -> None:
         self.flow.pause_writing()

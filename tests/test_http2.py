@@ -1,0 +1,651 @@
+"""HTTP/2 behind --http2: real servers, httpx as an HTTP/2 client (TLS with ALPN, and cleartext with
+prior knowledge), and raw frames from h2 (or hand-made) for flow control, limits and malformed input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from fulmen import Config
+from tests import apps
+from tests.conftest import HTTP_IMPLEMENTATIONS, read_response, run_server
+
+pytest.importorskip("h2")
+trustme = pytest.importorskip("trustme")
+
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
+from h2.errors import ErrorCodes  # noqa: E402
+from h2.settings import SettingCodes  # noqa: E402
+from hpack import Encoder  # noqa: E402
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame  # noqa: E402
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_client(**kwargs: Any) -> httpx.Client:
+    """httpx speaking HTTP/2 only: prior knowledge over cleartext."""
+    return httpx.Client(http1=False, http2=True, timeout=5, **kwargs)
+
+
+async def _read_body(receive: Any) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+async def echo_scope(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = await _read_body(receive)
+    data = {
+        "http_version": scope["http_version"],
+        "method": scope["method"],
+        "scheme": scope["scheme"],
+        "path": scope["path"],
+        "raw_path": scope["raw_path"].decode(),
+        "query_string": scope["query_string"].decode(),
+        "root_path": scope["root_path"],
+        "headers": [[name.decode(), value.decode()] for name, value in scope["headers"]],
+        "client": list(scope["client"]),
+        "server": list(scope["server"]),
+        "body": body.decode(),
+    }
+    payload = json.dumps(data).encode()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class RawH2:
+    """An HTTP/2 client on a plain socket, driven by h2: every read is bounded by a deadline."""
+
+    def __init__(self, port: int, settings: dict[int, int] | None = None) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        self.conn = h2.connection.H2Connection(config=config)
+        self.conn.initiate_connection()
+        if settings:
+            self.conn.update_settings(settings)
+        self.events: list[Any] = []
+        self.closed = False
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def request(
+        self,
+        path: str = "/",
+        method: str = "GET",
+        headers: list[tuple[bytes, bytes]] | None = None,
+        end: bool = True,
+    ) -> int:
+        stream_id: int = self.conn.get_next_available_stream_id()
+        base = [
+            (b":method", method.encode()),
+            (b":path", path.encode()),
+            (b":scheme", b"http"),
+            (b":authority", b"t"),
+        ]
+        self.conn.send_headers(stream_id, base + (headers or []), end_stream=end)
+        self.flush()
+        return stream_id
+
+    def read_until(self, done: Callable[[list[Any]], bool], timeout: float = 5.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while not done(self.events) and not self.closed and time.monotonic() < deadline:
+            self.flush()  # what done() acknowledged
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not data:
+                self.closed = True
+                break
+            self.events += self.conn.receive_data(data)
+            self.flush()
+        return self.events
+
+    def of(self, kind: type, stream_id: int | None = None) -> list[Any]:
+        return [
+            e for e in self.events if isinstance(e, kind) and (stream_id is None or e.stream_id == stream_id)
+        ]
+
+    def response(self, stream_id: int, timeout: float = 5.0) -> tuple[dict[bytes, bytes], bytes]:
+        """The headers and body of a stream's response, acknowledging the data as it arrives."""
+        body = b""
+        seen = 0
+
+        def ended(events: list[Any]) -> bool:
+            nonlocal seen, body
+            for event in events[seen:]:
+                if isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
+                    body += event.data
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+            seen = len(events)
+            return any(
+                isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == stream_id
+                for e in events
+            )
+
+        self.read_until(ended, timeout)
+        headers = next(
+            e for e in self.events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id
+        )
+        return dict(headers.headers), body
+
+    def goaway(self) -> Any:
+        events = self.of(h2.events.ConnectionTerminated)
+        return events[0] if events else None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- basics
+
+
+@pytest.mark.parametrize("http_impl", HTTP_IMPLEMENTATIONS)
+def test_prior_knowledge_and_http11_on_the_same_port(http_impl: str) -> None:
+    with (
+        run_server(echo_scope, http2=True, http=http_impl, root_path="/api") as server,
+        h2_client() as client,
+    ):
+        response = client.post(server.url + "/a%20b?x=1", content=b"ping", headers={"x-test": "1"})
+        assert response.http_version == "HTTP/2"
+        data = response.json()
+        assert data["http_version"] == "2" and data["method"] == "POST" and data["scheme"] == "http"
+        assert (
+            data["path"] == "/api/a b" and data["raw_path"] == "/api/a%20b" and data["query_string"] == "x=1"
+        )
+        assert data["root_path"] == "/api" and data["body"] == "ping"
+        assert data["client"][0] == "127.0.0.1" and data["server"] == ["127.0.0.1", server.port]
+        headers = dict(data["headers"])
+        assert headers["host"] == f"127.0.0.1:{server.port}" and headers["x-test"] == "1"
+        assert data["headers"][0][0] == "host"  # :authority, where HTTP/1.1 has Host
+        assert response.headers["server"] == "fulmen" and "date" in response.headers
+
+        # The same port still serves HTTP/1.1, one request or a keep-alive series, on either parser.
+        http11 = httpx.post(server.url + "/plain", content=b"x", timeout=5)
+        assert http11.http_version == "HTTP/1.1" and http11.json()["http_version"] == "1.1"
+        with server.connect() as sock:
+            for _ in range(2):
+                sock.sendall(b"GET /k HTTP/1.1\r\nHost: x\r\n\r\n")
+                status, _, body = read_response(sock)
+                assert status == 200 and json.loads(body)["path"] == "/api/k"
+            # A request that starts like the preface ("P") but is not one.
+            sock.sendall(b"P")
+            time.sleep(0.05)
+            sock.sendall(b"OST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+            status, _, body = read_response(sock)
+            assert status == 200 and json.loads(body)["body"] == "ok"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_preface_in_pieces(loop: str) -> None:
+    with run_server(apps.hello, http2=True, loop=loop) as server:
+        raw = RawH2.__new__(RawH2)
+        raw.sock = server.connect()
+        raw.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        raw.conn.initiate_connection()
+        raw.events, raw.closed = [], False
+        data = raw.conn.data_to_send()
+        for piece in (data[:1], data[1:10], data[10:]):
+            raw.sock.sendall(piece)
+            time.sleep(0.02)
+        headers, body = raw.response(raw.request("/"))
+        assert headers[b":status"] == b"200" and body == b"Hello, world!"
+        raw.close()
+
+
+def test_tls_alpn_offers_h2_and_http11(tmp_path: Any) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    options = {"http2": True, "ssl_certfile": str(certfile), "ssl_keyfile": str(keyfile)}
+    with run_server(echo_scope, **options) as server:
+        url = f"https://127.0.0.1:{server.port}/tls"
+        with httpx.Client(http2=True, verify=context, timeout=5) as client:
+            responses = [client.get(url) for _ in range(3)]
+        assert all(r.http_version == "HTTP/2" and r.json()["scheme"] == "https" for r in responses)
+        http11 = httpx.get(url, verify=context, timeout=5)  # no ALPN h2 offered: HTTP/1.1
+        assert http11.http_version == "HTTP/1.1" and http11.json()["http_version"] == "1.1"
+
+
+def test_http2_is_off_by_default_and_costs_nothing_then() -> None:
+    config = Config(apps.hello, log_config=None)
+    assert config.http2 is False
+    config.load()
+    protocol = config.http_protocol_class(config=config, server_state=_State(), app_state={})  # type: ignore[call-arg]
+    assert "data_received" not in vars(protocol)  # the class's own method: no per-connection check
+    with run_server(apps.hello) as server, server.connect() as sock:
+        sock.sendall(PREFACE)
+        status, _, _ = read_response(sock)
+        assert status == 400  # the preface is not HTTP/1.1
+
+
+class _State:
+    def __init__(self) -> None:
+        self.connections: set[Any] = set()
+        self.tasks: set[Any] = set()
+        self.default_headers: list[tuple[bytes, bytes]] = []
+
+
+def test_without_h2_installed_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "h2", None)
+    config = Config(apps.hello, http2=True, log_config=None)
+    with pytest.raises(SystemExit) as exc_info:
+        config.load()
+    assert exc_info.value.code == 3
+
+
+# -- streams and flow control
+
+
+def test_many_concurrent_streams_on_one_connection() -> None:
+    active = 0
+    peak = 0
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.2)
+        active -= 1
+        body = scope["path"].encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    async def main(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as client:
+            return await asyncio.gather(*(client.get(f"{url}/{i}") for i in range(60)))
+
+    with run_server(app, http2=True) as server:
+        started = time.monotonic()
+        responses = asyncio.run(main(server.url))
+        elapsed = time.monotonic() - started
+    assert [r.text for r in responses] == [f"/{i}" for i in range(60)]
+    assert peak == 60 and elapsed < 3  # concurrent, not one after the other
+    assert server.server.server_state.total_requests == 60
+
+
+def test_large_upload_and_download() -> None:
+    big = bytes(range(256)) * 20_000  # 5 MB
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["method"] == "POST":
+            body = await _read_body(receive)
+            payload = b"%d %d" % (len(body), body == big)
+        else:
+            payload = big
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": payload})
+
+    with run_server(app, http2=True) as server, h2_client() as client:
+        assert client.post(server.url, content=big).text == f"{len(big)} 1"
+        download = client.get(server.url)
+        assert download.http_version == "HTTP/2" and download.content == big
+
+
+def test_request_data_is_acknowledged_only_as_the_app_reads_it() -> None:
+    release = threading.Event()
+    received: list[int] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        received.append(len(await _read_body(receive)))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    with run_server(app, http2=True) as server:
+        client = RawH2(server.port)
+        client.read_until(lambda events: bool(client.of(h2.events.RemoteSettingsChanged)))
+        stream_id = client.request("/", "POST", end=False)
+        payload = b"x" * 1_000_000
+        sent = 0
+        deadline = time.monotonic() + 2
+        while sent < len(payload) and time.monotonic() < deadline:
+            window = min(
+                client.conn.local_flow_control_window(stream_id), client.conn.max_outbound_frame_size
+            )
+            if window <= 0:
+                client.read_until(lambda events: False, timeout=0.3)
+                if client.conn.local_flow_control_window(stream_id) <= 0:
+                    break  # no WINDOW_UPDATE came
+                continue
+            client.conn.send_data(stream_id, payload[sent : sent + window])
+            sent += window
+            client.flush()
+        # The server buffers at most its stream window while the application reads nothing.
+        assert 0 < sent <= 256 * 1024
+        release.set()
+        while sent < len(payload) and time.monotonic() < deadline + 5:
+            window = min(
+                client.conn.local_flow_control_window(stream_id), client.conn.max_outbound_frame_size
+            )
+            if window <= 0:
+                client.read_until(lambda events: False, timeout=0.05)
+                continue
+            client.conn.send_data(stream_id, payload[sent : sent + window])
+            sent += window
+            client.flush()
+        client.conn.end_stream(stream_id)
+        client.flush()
+        headers, body = client.response(stream_id)
+        assert headers[b":status"] == b"200" and body == b"done" and received == [len(payload)]
+        client.close()
+
+
+def test_response_waits_for_the_client_window() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"200000")]}
+        )
+        for _ in range(4):
+            await send({"type": "http.response.body", "body": b"y" * 50_000, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    with run_server(app, http2=True) as server:
+        client = RawH2(server.port, settings={SettingCodes.INITIAL_WINDOW_SIZE: 1000})
+        stream_id = client.request("/")
+        client.read_until(lambda events: False, timeout=0.3)  # nothing acknowledged: the window stays shut
+        early = sum(len(e.data) for e in client.of(h2.events.DataReceived, stream_id))
+        assert early <= 1000
+        client.conn.increment_flow_control_window(200_000, stream_id=stream_id)
+        client.flush()
+        headers, body = client.response(stream_id)
+        assert headers[b":status"] == b"200" and len(body) == 200_000
+        client.close()
+
+
+def test_streaming_response_arrives_in_pieces() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"transfer-encoding", b"chunked")]}
+        )
+        for i in range(5):
+            await send({"type": "http.response.body", "body": b"part%d;" % i, "more_body": True})
+            await asyncio.sleep(0.05)
+        await send({"type": "http.response.body", "body": b""})
+
+    with run_server(app, http2=True) as server, h2_client() as client:
+        with client.stream("GET", server.url) as response:
+            assert "transfer-encoding" not in response.headers  # an HTTP/1.1 header, dropped
+            pieces = list(response.iter_raw())
+    assert b"".join(pieces) == b"part0;part1;part2;part3;part4;" and len(pieces) >= 3
+
+
+def test_head_204_and_304_have_no_body() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        status = int(scope["path"][1:] or 200)
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"5")]})
+        await send({"type": "http.response.body", "body": b"hello" if status == 200 else b""})
+
+    with run_server(app, http2=True) as server, h2_client() as client:
+        head = client.head(server.url + "/")
+        assert head.status_code == 200 and head.headers["content-length"] == "5" and head.content == b""
+        assert client.get(server.url + "/").content == b"hello"
+        for status in (204, 304):
+            response = client.get(f"{server.url}/{status}")
+            assert response.status_code == status and response.content == b""
+
+
+def test_expect_100_continue_and_access_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fulmen.access")
+    with run_server(apps.echo, http2=True) as server:
+        client = RawH2(server.port)
+        stream_id = client.request("/up?q=1", "POST", [(b"expect", b"100-continue")], end=False)
+        client.read_until(lambda events: bool(client.of(h2.events.InformationalResponseReceived)))
+        client.conn.send_data(stream_id, b"body", end_stream=True)
+        client.flush()
+        headers, body = client.response(stream_id)
+        assert body == b"body"
+        client.close()
+    assert any('"POST /up?q=1 HTTP/2" 200' in record.getMessage() for record in caplog.records)
+
+
+# -- errors and limits
+
+
+def test_app_exception_before_and_after_the_response_started(caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/after":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        elif scope["path"] == "/ok":
+            await apps.hello(scope, receive, send)
+            return
+        raise RuntimeError("boom")
+
+    with run_server(app, http2=True) as server:
+        client = RawH2(server.port)
+        before = client.request("/before")
+        headers, body = client.response(before)
+        assert headers[b":status"] == b"500" and body == b"Internal Server Error"
+        after = client.request("/after")
+        client.response(after)
+        resets = client.of(h2.events.StreamReset, after)
+        assert resets and resets[0].error_code == ErrorCodes.INTERNAL_ERROR
+        # The connection goes on serving other streams.
+        headers, body = client.response(client.request("/ok"))
+        assert headers[b":status"] == b"200" and body == b"Hello, world!"
+        client.close()
+    assert sum("Exception in ASGI application" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_client_reset_is_a_disconnect() -> None:
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        message = await receive()
+        while message.get("more_body"):
+            message = await receive()
+        seen.append(message["type"])
+
+    with run_server(app, http2=True) as server:
+        client = RawH2(server.port)
+        stream_id = client.request("/", "POST", end=False)
+        client.conn.reset_stream(stream_id, ErrorCodes.CANCEL)
+        client.flush()
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen == ["http.disconnect"]
+        client.close()
+
+
+def test_limit_concurrency_answers_503() -> None:
+    release = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        await apps.hello(scope, receive, send)
+
+    with run_server(app, http2=True, limit_concurrency=1) as server:
+        client = RawH2(server.port)
+        first = client.request("/1")
+        time.sleep(0.1)
+        headers, body = client.response(client.request("/2"))
+        assert headers[b":status"] == b"503" and body == b"Service Unavailable"
+        release.set()
+        headers, _ = client.response(first)
+        assert headers[b":status"] == b"200"
+        client.close()
+
+
+def test_header_limits_answer_431_and_the_connection_goes_on() -> None:
+    with run_server(
+        apps.hello, http2=True, h11_max_incomplete_event_size=4096, limit_request_headers=10
+    ) as server:
+        client = RawH2(server.port)
+        headers, _ = client.response(client.request("/", headers=[(b"x-big", b"a" * 5000)]))
+        assert headers[b":status"] == b"431"
+        many = [(b"x-%d" % i, b"v") for i in range(11)]
+        headers, _ = client.response(client.request("/", headers=many))
+        assert headers[b":status"] == b"431"
+        headers, body = client.response(client.request("/"))
+        assert headers[b":status"] == b"200" and body == b"Hello, world!"
+        client.close()
+
+
+def _raw_connection(port: int) -> tuple[socket.socket, RawH2]:
+    """A socket that has sent the preface and SETTINGS, plus an h2 client to read the answers with."""
+    client = RawH2(port)
+    client.read_until(lambda events: bool(client.of(h2.events.RemoteSettingsChanged)))
+    return client.sock, client
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x", ErrorCodes.PROTOCOL_ERROR),  # DATA on stream 0
+        (
+            SettingsFrame(0, settings={SettingCodes.INITIAL_WINDOW_SIZE: 2**31}).serialize(),
+            ErrorCodes.FLOW_CONTROL_ERROR,
+        ),
+        (b"\x00\x80\x00\x00\x00\x00\x00\x00\x01" + b"x" * 32768, ErrorCodes.FRAME_SIZE_ERROR),  # over 16 KiB
+        # A request without :path.
+        (
+            HeadersFrame(
+                1, Encoder().encode([(b":method", b"GET"), (b":scheme", b"http")]), flags=["END_HEADERS"]
+            ).serialize(),
+            ErrorCodes.PROTOCOL_ERROR,
+        ),
+        (
+            HeadersFrame(1, b"\xff\xff\xff\xff", flags=["END_HEADERS"]).serialize(),
+            ErrorCodes.COMPRESSION_ERROR,
+        ),
+    ],
+    ids=["data-on-stream-0", "window-too-large", "frame-too-large", "missing-path", "bad-hpack"],
+)
+def test_malformed_input_closes_the_connection_with_goaway(frame: bytes, code: ErrorCodes) -> None:
+    with run_server(apps.hello, http2=True) as server:
+        sock, client = _raw_connection(server.port)
+        sock.sendall(frame)
+        client.read_until(lambda events: client.goaway() is not None)
+        goaway = client.goaway()
+        assert goaway is not None and goaway.error_code == code
+        client.read_until(lambda events: False, timeout=2)
+        assert client.closed
+        client.close()
+        with h2_client() as other:  # the server keeps serving
+            assert other.get(server.url).text == "Hello, world!"
+
+
+def test_continuation_without_headers_is_a_protocol_error() -> None:
+    with run_server(apps.hello, http2=True) as server, server.connect() as sock:
+        sock.sendall(PREFACE + b"\x00\x00\x00\x09\x00\x00\x00\x00\x00")  # a CONTINUATION frame on its own
+        sock.settimeout(2)
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        # The server's SETTINGS, then a GOAWAY (CONTINUATION without HEADERS is a PROTOCOL_ERROR).
+        assert b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" in data
+
+
+# -- timeouts and shutdown
+
+
+def test_idle_connection_gets_goaway_after_keep_alive_timeout() -> None:
+    with run_server(apps.hello, http2=True, timeout_keep_alive=0.3) as server:
+        client = RawH2(server.port)
+        headers, _ = client.response(client.request("/"))
+        started = time.monotonic()
+        client.read_until(lambda events: False, timeout=3)
+        assert client.closed and 0.2 < time.monotonic() - started < 2
+        assert client.goaway() is not None and client.goaway().error_code == ErrorCodes.NO_ERROR
+        client.close()
+
+
+def read_frames(sock: socket.socket, timeout: float) -> tuple[list[Any], bool]:
+    """Every frame until the server closes (True) or ``timeout`` passes. Parsed with hyperframe, not h2:
+    h2 as a client processes nothing after a GOAWAY, even the responses to streams in flight."""
+    sock.settimeout(timeout)
+    data = b""
+    closed = False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not chunk:
+            closed = True
+            break
+        data += chunk
+    frames = []
+    while len(data) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames, closed
+
+
+def test_graceful_shutdown_finishes_streams_in_flight() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.5)
+        await apps.hello(scope, receive, send)
+
+    with run_server(app, http2=True) as server:
+        client = RawH2(server.port)
+        client.read_until(lambda events: bool(client.of(h2.events.RemoteSettingsChanged)))
+        stream_id = client.request("/")
+        time.sleep(0.1)
+        server.server.should_exit = True
+        frames, closed = read_frames(client.sock, timeout=5)
+        client.close()
+    kinds = [type(frame) for frame in frames]
+    assert GoAwayFrame in kinds and closed
+    goaway = frames[kinds.index(GoAwayFrame)]
+    assert goaway.last_stream_id == stream_id and goaway.error_code == 0
+    # After the GOAWAY: the response to the stream in flight, whole.
+    after = frames[kinds.index(GoAwayFrame) :]
+    assert any(isinstance(f, HeadersFrame) and f.stream_id == stream_id for f in after)
+    data = [f for f in after if isinstance(f, DataFrame) and f.stream_id == stream_id]
+    assert b"".join(f.data for f in data) == b"Hello, world!" and "END_STREAM" in data[-1].flags
+
+
+def test_graceful_shutdown_is_bounded() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await asyncio.sleep(60)
+
+    with run_server(app, http2=True, timeout_graceful_shutdown=0.5) as server:
+        client = RawH2(server.port)
+        client.request("/")
+        time.sleep(0.1)
+        started = time.monotonic()
+        server.stop(timeout=5)
+        assert time.monotonic() - started < 3
+        client.read_until(lambda events: False, timeout=2)
+        assert client.closed
+        client.close()
