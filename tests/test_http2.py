@@ -514,11 +514,25 @@ def test_header_limits_answer_431_and_the_connection_goes_on() -> None:
         client.close()
 
 
+def test_header_block_past_twice_the_limit_closes_the_connection() -> None:
+    with run_server(apps.hello, http2=True, h11_max_incomplete_event_size=4096) as server:
+        client = RawH2(server.port)
+        client.request("/", headers=[(b"x-big", b"b" * 70_000)])  # in CONTINUATION frames
+        client.read_until(lambda events: client.goaway() is not None)
+        assert client.goaway() is not None and client.goaway().error_code == ErrorCodes.ENHANCE_YOUR_CALM
+        client.close()
+
+
 def _raw_connection(port: int) -> tuple[socket.socket, RawH2]:
     """A socket that has sent the preface and SETTINGS, plus an h2 client to read the answers with."""
     client = RawH2(port)
     client.read_until(lambda events: bool(client.of(h2.events.RemoteSettingsChanged)))
     return client.sock, client
+
+
+def _headers_frame(headers: list[tuple[bytes, bytes]]) -> bytes:
+    block = Encoder().encode([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"t"), *headers])
+    return HeadersFrame(1, block, flags=["END_HEADERS", "END_STREAM"]).serialize()  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize(
@@ -530,19 +544,23 @@ def _raw_connection(port: int) -> tuple[socket.socket, RawH2]:
             ErrorCodes.FLOW_CONTROL_ERROR,
         ),
         (b"\x00\x80\x00\x00\x00\x00\x00\x00\x01" + b"x" * 32768, ErrorCodes.FRAME_SIZE_ERROR),  # over 16 KiB
-        # A request without :path.
-        (
-            HeadersFrame(
-                1, Encoder().encode([(b":method", b"GET"), (b":scheme", b"http")]), flags=["END_HEADERS"]
-            ).serialize(),
-            ErrorCodes.PROTOCOL_ERROR,
-        ),
+        (_headers_frame([]), ErrorCodes.PROTOCOL_ERROR),  # no :path
+        (_headers_frame([(b":path", b"/"), (b"connection", b"keep-alive")]), ErrorCodes.PROTOCOL_ERROR),
+        (_headers_frame([(b":path", b"/"), (b"X-Upper", b"1")]), ErrorCodes.PROTOCOL_ERROR),
         (
             HeadersFrame(1, b"\xff\xff\xff\xff", flags=["END_HEADERS"]).serialize(),
             ErrorCodes.COMPRESSION_ERROR,
         ),
     ],
-    ids=["data-on-stream-0", "window-too-large", "frame-too-large", "missing-path", "bad-hpack"],
+    ids=[
+        "data-on-stream-0",
+        "window-too-large",
+        "frame-too-large",
+        "missing-path",
+        "connection-header",
+        "upper-case-name",
+        "bad-hpack",
+    ],
 )
 def test_malformed_input_closes_the_connection_with_goaway(frame: bytes, code: ErrorCodes) -> None:
     with run_server(apps.hello, http2=True) as server:
