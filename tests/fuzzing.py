@@ -811,7 +811,7 @@ def parse_server_frames(buffer: bytes) -> tuple[list[tuple[bool, int, bytes]], b
                 raise Malformed("close frame with a 1-byte payload")
             if payload:
                 (code,) = struct.unpack("!H", payload[:2])
-                if code not in VALID_CLOSE_CODES:
+                if code not in VALID_CLOSE_CODES and not 3000 <= code <= 4999:  # 3000-4999: apps, private
                     raise Malformed(f"server close code {code}")
                 try:
                     payload[2:].decode()
