@@ -39,5 +39,11 @@ bench-quick: $(STAMP)
 bench-sighup: $(STAMP)
 	$(BIN)/python benchmarks/sighup_under_load.py $(ARGS)
 
+fuzz: $(STAMP)
+	$(BIN)/python benchmarks/fuzz_long.py --seconds $(or $(SECONDS),600) $(ARGS)
+
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

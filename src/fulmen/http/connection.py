@@ -28,6 +28,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger("fulmen.error")
 access_logger = logging.getLogger("fulmen.access")
 
+_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UPGRADE = range(6)
+#: The request headers the connection itself acts on.
+_REQUEST_HEADER_KINDS = {
+    b"host": _HOST,
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+    b"expect": _EXPECT,
+    b"upgrade": _UPGRADE,
+}
 _HTTP_VERSIONS = {"1.1": "1.1", "1.0": "1.0", "HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
 _TRACE = 5
 #: The first bytes of an HTTP/2 connection with prior knowledge (RFC 9113 section 3.4).
@@ -236,28 +246,32 @@ class HTTPConnection(asyncio.Protocol):
         has_host = False
         content_length: bytes | None = None
         transfer_encoding: bytes | None = None
+        kinds = _REQUEST_HEADER_KINDS
         for name, value in headers:
-            if name == b"host":
+            kind = kinds.get(name)
+            if kind is None:
+                continue  # most headers: one dict lookup, nothing to check
+            if kind == _HOST:
                 if has_host:
                     raise HTTPRequestError(400, "Duplicate Host header")
                 has_host = True
-            elif name == b"content-length":
+            elif kind == _CONTENT_LENGTH:
                 if content_length is not None and content_length != value:
                     raise HTTPRequestError(400, "Conflicting Content-Length headers")
                 if not value.isdigit():
                     raise HTTPRequestError(400, "Invalid Content-Length header")
                 content_length = value
-            elif name == b"transfer-encoding":
+            elif kind == _TRANSFER_ENCODING:
                 transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
-            elif name == b"connection":
+            elif kind == _CONNECTION:
                 tokens = value.lower()
                 if b"close" in tokens:
                     keep_alive = False
                 elif b"keep-alive" in tokens:
                     keep_alive = True
-            elif name == b"expect":
+            elif kind == _EXPECT:
                 expect_continue = value.lower() == b"100-continue"
-            elif name == b"upgrade":
+            else:
                 upgrade = value.lower()
         if version == "1.1" and not has_host:
             raise HTTPRequestError(400, "Missing Host header")
@@ -355,21 +369,21 @@ class HTTPConnection(asyncio.Protocol):
         if _EAGER_TASKS and not self.running_eagerly:
             # Run the application at once until it first waits: a response that needs no I/O is
             # written before control returns to the loop. Never nested, so pipelining cannot recurse.
-            self.running_eagerly = True
+            self.running_eagerly = cycle.eager = True
             try:
                 task = asyncio.Task(  # type: ignore[call-arg]
                     cycle.run_asgi(app), loop=self.loop, eager_start=True, context=context
                 )
             finally:
-                self.running_eagerly = False
+                self.running_eagerly = cycle.eager = False
             if task.done():
                 return
+            cycle.flush()  # the app waits: send what it wrote in its first step
         elif context is not None:
             task = context.run(self.loop.create_task, cycle.run_asgi(app))
         else:
             task = self.loop.create_task(cycle.run_asgi(app))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)  # the task removes itself when it ends (RequestResponseCycle.run_asgi)
 
     def on_response_complete(self, cycle: RequestResponseCycle) -> None:
         """The current response is written: close, or go on with the next request."""
