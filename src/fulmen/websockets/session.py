@@ -28,6 +28,7 @@ from fulmen.http.wire import (
     simple_response,
     status_line,
 )
+from fulmen.websockets.frames import BINARY, TEXT, FrameReader, encode_frame
 
 if TYPE_CHECKING:
     from fulmen.config import Config
@@ -116,6 +117,8 @@ class WebSocketSession(asyncio.Protocol):
         self.queue: deque[dict[str, Any]] = deque([{"type": "websocket.connect"}])
         self.waiter: asyncio.Future[None] | None = None
         self.disconnect: dict[str, Any] | None = None  # the websocket.disconnect the app gets, once over
+        self.frames = FrameReader(self.max_size, self.on_message, self.feed, self.on_refused)
+        self.compressing = False  # permessage-deflate in use: data frames are built by the engine
         self.parts: list[Any] = []  # fragments of the message being received
         self.parts_size = 0
         self.close_code: int | None = None  # the code of the close frame we sent
@@ -170,7 +173,7 @@ class WebSocketSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.reading:
             try:
-                self.feed(data)
+                self.frames.feed(data, self.is_reading)
             except Exception as exc:  # a bug in an engine must not leave the connection hanging
                 logger.error("Error while reading WebSocket frames", exc_info=exc)
                 self.fail(1011, "")
@@ -199,7 +202,25 @@ class WebSocketSession(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.flow.resume_writing()
 
-    # -- events from the engine
+    def is_reading(self) -> bool:
+        return self.reading
+
+    # -- events from the frame reader and the engine
+
+    def on_message(self, opcode: int, payload: bytes) -> None:
+        """A whole, uncompressed data frame read by the fast path (:mod:`fulmen.websockets.frames`)."""
+        if opcode == TEXT:
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                self.fail(1007, "Invalid UTF-8 in text message")
+                return
+            self.on_data(text, True)
+        else:
+            self.on_data(payload, True)
+
+    def on_refused(self, code: int) -> None:
+        self.fail(code, "Message too big" if code == 1009 else "Control frame too long")
 
     def on_data(self, data: Any, fin: bool) -> None:
         """A data frame, or part of one (``str`` for text, ``bytes`` for binary); a message once ``fin``."""
@@ -312,12 +333,17 @@ class WebSocketSession(asyncio.Protocol):
             if message_type == "websocket.send":
                 text = message.get("text")
                 if text is not None:
-                    self.transport.write(self.frame_text(text))
+                    if self.compressing:
+                        self.transport.write(self.frame_text(text))
+                    else:
+                        self.transport.write(encode_frame(TEXT, text.encode()))
                     return
                 data = message.get("bytes")
                 if data is None:
                     raise RuntimeError("Expected 'text' or 'bytes' in ASGI message 'websocket.send'.")
-                self.transport.write(self.frame_bytes(data))
+                self.transport.write(
+                    self.frame_bytes(data) if self.compressing else encode_frame(BINARY, data)
+                )
             elif message_type == "websocket.close":
                 self.start_close(message.get("code") or 1000, _truncate_reason(message.get("reason") or ""))
             else:
@@ -361,7 +387,9 @@ class WebSocketSession(asyncio.Protocol):
         if subprotocol is not None:
             headers.append((b"sec-websocket-protocol", subprotocol.encode("latin-1")))
         headers += self.response_headers(message.get("headers") or ())
-        self.transport.write(self.accept_response(headers))
+        response = self.accept_response(headers)
+        self.compressing = b"sec-websocket-extensions" in response.lower()
+        self.transport.write(response)
         self.state = OPEN
         self.reading = True
         self.log_access(101)
