@@ -11,7 +11,9 @@ from fulmen.websockets import frames
 from fulmen.websockets.frames import BINARY, TEXT, FrameReader, encode_frame, unmask
 
 
-def client_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, masked: bool = True) -> bytes:
+def client_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, masked: bool = True
+) -> bytes:
     first = (0x80 if fin else 0) | rsv << 4 | opcode
     size = len(payload)
     mask_bit = 0x80 if masked else 0
@@ -57,7 +59,9 @@ def test_encode_frame_lengths(size: int) -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 1000])
-def test_unmask_matches_the_definition_with_and_without_speedups(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unmask_matches_the_definition_with_and_without_speedups(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     payload, key = os.urandom(size), os.urandom(4)
     expected = bytes(byte ^ key[i % 4] for i, byte in enumerate(payload))
     assert unmask(payload, key) == expected
