@@ -169,7 +169,9 @@ def test_prior_knowledge_and_http11_on_the_same_port(http_impl: str) -> None:
         run_server(echo_scope, http2=True, http=http_impl, root_path="/api") as server,
         h2_client() as client,
     ):
-        response = client.post(server.url + "/a%20b?x=1", content=b"ping", headers={"x-test": "1"})
+        response = client.post(
+            server.url + "/a%20b?x=1", content=b"ping", headers={"x-test": "1", "cookie": "a=1; b=2"}
+        )
         assert response.http_version == "HTTP/2"
         data = response.json()
         assert data["http_version"] == "2" and data["method"] == "POST" and data["scheme"] == "http"
@@ -181,6 +183,7 @@ def test_prior_knowledge_and_http11_on_the_same_port(http_impl: str) -> None:
         headers = dict(data["headers"])
         assert headers["host"] == f"127.0.0.1:{server.port}" and headers["x-test"] == "1"
         assert data["headers"][0][0] == "host"  # :authority, where HTTP/1.1 has Host
+        assert [value for name, value in data["headers"] if name == "cookie"] == ["a=1; b=2"]  # crumbs joined
         assert response.headers["server"] == "fulmen" and "date" in response.headers
 
         # The same port still serves HTTP/1.1, one request or a keep-alive series, on either parser.
@@ -240,7 +243,11 @@ def test_http2_is_off_by_default_and_costs_nothing_then() -> None:
     config = Config(apps.hello, log_config=None)
     assert config.http2 is False
     config.load()
-    protocol = config.http_protocol_class(config=config, server_state=_State(), app_state={})  # type: ignore[call-arg]
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = config.http_protocol_class(config=config, server_state=_State(), app_state={}, _loop=loop)  # type: ignore[call-arg]
+    finally:
+        loop.close()
     assert "data_received" not in vars(protocol)  # the class's own method: no per-connection check
     with run_server(apps.hello) as server, server.connect() as sock:
         sock.sendall(PREFACE)
