@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections import deque
@@ -48,8 +49,15 @@ REPLY_TIMEOUT = 5.0
 class Shared:
     """State shared by all connections of one run."""
 
-    def __init__(self, payload: bytes, depth: int, start_at: float, deadline: float) -> None:
+    def __init__(
+        self, payload: bytes, depth: int, start_at: float, deadline: float, prebuilt: bool = True
+    ) -> None:
         self.payload = payload
+        # With prebuilt frames, data frames bypass the client protocol after the handshake: each
+        # connection sends one masked frame built once and compares the echo byte for byte, so the
+        # client costs far less per message than the server and the figure measures the server.
+        self.prebuilt = prebuilt
+        self.echo_frame = _frame_head(len(payload), masked=False) + payload
         self.depth = depth  # messages in flight per connection
         self.start_at = start_at  # loop.time() at which measuring starts
         self.deadline = deadline  # loop.time() after which no new message is sent
@@ -74,6 +82,11 @@ class EchoConnection(asyncio.Protocol):
         self.last_reply = 0.0
         self.closing = False
         self.watchdog: asyncio.TimerHandle | None = None
+        key = os.urandom(4)
+        masked = bytes(byte ^ key[i % 4] for i, byte in enumerate(shared.payload))
+        self.out_frame = _frame_head(len(shared.payload), masked=True) + key + masked
+        self.fast = False  # data frames read and written directly (see Shared.prebuilt)
+        self.rbuf = b""
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -82,6 +95,23 @@ class EchoConnection(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        if self.fast:
+            buffer = self.rbuf + data if self.rbuf else data
+            expected = self.shared.echo_frame
+            size = len(expected)
+            position = 0
+            while len(buffer) - position >= size:
+                if buffer[position : position + size] != expected:
+                    # Not the echo (a ping, a close...): the client protocol takes over from here.
+                    self.fast = False
+                    data = buffer[position:]
+                    break
+                position += size
+                self._on_echo_payload(self.shared.payload)
+            else:
+                self.rbuf = buffer[position:]
+                return
+            self.rbuf = b""
         self.ws.receive_data(data)
         for event in self.ws.events_received():
             if isinstance(event, Response):
@@ -91,6 +121,7 @@ class EchoConnection(asyncio.Protocol):
                     self.shared.opened += 1
                     self.opened.set_result(None)
                     self.loop.call_at(self.shared.start_at, self._start)
+                    self.fast = self.shared.prebuilt
                     self.watchdog = self.loop.call_later(0.5, self._check_stalled)
             elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY):
                 self._on_echo(event)
@@ -117,11 +148,14 @@ class EchoConnection(asyncio.Protocol):
             self._send_next()
 
     def _on_echo(self, frame: Frame) -> None:
+        self._on_echo_payload(frame.data)
+
+    def _on_echo_payload(self, data: bytes) -> None:
         if not self.in_flight:
             return
         now = time.perf_counter()
         self.shared.latencies.append(now - self.in_flight.popleft())
-        if frame.data != self.shared.payload:
+        if data != self.shared.payload:
             self.shared.mismatches += 1
         self.last_reply = now
         self._send_next()
@@ -134,6 +168,9 @@ class EchoConnection(asyncio.Protocol):
                 self.close()
             return
         self.in_flight.append(time.perf_counter())
+        if self.fast:
+            self.transport.write(self.out_frame)
+            return
         self.ws.send_text(self.shared.payload)
         self._flush()
 
@@ -153,6 +190,7 @@ class EchoConnection(asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
+        self.fast = False
         try:
             self.ws.send_close(1000)
             self._flush()
@@ -175,6 +213,16 @@ class EchoConnection(asyncio.Protocol):
             self.loop.call_later(1.0, self.abort)
 
 
+def _frame_head(size: int, masked: bool) -> bytes:
+    """The header of a final text frame of ``size`` bytes (RFC 6455 section 5.2)."""
+    mask_bit = 0x80 if masked else 0
+    if size < 126:
+        return bytes((0x81, mask_bit | size))
+    if size < 65536:
+        return bytes((0x81, mask_bit | 126)) + size.to_bytes(2, "big")
+    return bytes((0x81, mask_bit | 127)) + size.to_bytes(8, "big")
+
+
 def _percentile(sorted_values: list[float], pct: float) -> float:
     if not sorted_values:
         return 0.0
@@ -183,11 +231,17 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
 
 
 async def run(
-    url: str, connections: int, duration: float, size: int, ramp: float, depth: int = 1
+    url: str,
+    connections: int,
+    duration: float,
+    size: int,
+    ramp: float,
+    depth: int = 1,
+    prebuilt: bool = True,
 ) -> dict[str, float | int | str]:
     loop = asyncio.get_running_loop()
     uri = parse_uri(url)
-    shared = Shared(b"m" * size, depth, loop.time() + ramp, loop.time() + ramp + duration)
+    shared = Shared(b"m" * size, depth, loop.time() + ramp, loop.time() + ramp + duration, prebuilt)
     conns: list[EchoConnection] = []
 
     async def open_one() -> None:
@@ -241,9 +295,22 @@ def main(argv: list[str] | None = None) -> int:
         "--depth", type=int, default=1, help="messages in flight per connection (default 1: strict ping-pong)"
     )
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
+    parser.add_argument(
+        "--parse-frames",
+        action="store_true",
+        help="parse and build every frame with the websockets client protocol (slower client)",
+    )
     args = parser.parse_args(argv)
 
-    coro = run(args.url, args.connections, args.duration, args.size, args.ramp, max(1, args.depth))
+    coro = run(
+        args.url,
+        args.connections,
+        args.duration,
+        args.size,
+        args.ramp,
+        max(1, args.depth),
+        not args.parse_frames,
+    )
     result: dict[str, float | int | str]
     try:
         if args.no_uvloop:
