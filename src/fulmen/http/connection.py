@@ -55,12 +55,11 @@ class HTTPRequestError(Exception):
         self.status = status
 
 
-def _address(transport: asyncio.BaseTransport, name: str) -> tuple[str, int] | None:
+def transport_address(transport: asyncio.BaseTransport, name: str) -> tuple[str, int] | None:
+    """The ``sockname`` or ``peername`` of a TCP transport as (host, port); None for a UNIX socket."""
     address = transport.get_extra_info(name)
     if isinstance(address, tuple) and len(address) >= 2:
         return (str(address[0]), int(address[1]))
-    if name == "sockname" and isinstance(address, str):
-        return None
     return None
 
 
@@ -140,8 +139,8 @@ class HTTPConnection(asyncio.Protocol):
         self.connections.add(self)
         self.transport = transport  # type: ignore[assignment]
         self.flow = FlowControl(self.transport)
-        self.server = _address(transport, "sockname")
-        self.client = _address(transport, "peername")
+        self.server = transport_address(transport, "sockname")
+        self.client = transport_address(transport, "peername")
         self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
         if logger.isEnabledFor(_TRACE):
             logger.log(_TRACE, "%s - HTTP connection made", self.client_text)

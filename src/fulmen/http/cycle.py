@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 from fulmen.access_log import log_access
 from fulmen.http.wire import (
     CONTINUE_RESPONSE,
+    RESPONSE_HEADER_NAMES,
     STATUS_LINES,
-    is_token,
+    checked_header_name,
+    response_content_length,
     simple_response,
     status_line,
 )
@@ -29,25 +31,6 @@ access_logger = logging.getLogger("fulmen.access")
 _NO_BODY_STATUSES = frozenset({204, 304})
 _CORK_LIMIT = 65536
 _SPECIAL_NAMES = frozenset({b"content-length", b"transfer-encoding", b"connection", b"server", b"date"})
-#: Response header names already checked, mapped to their lower-case form.
-_HEADER_NAMES: dict[bytes, bytes] = {}
-
-
-def _checked_name(name: bytes) -> bytes:
-    lower = bytes(name).lower()
-    if not is_token(lower):
-        raise RuntimeError(f"Invalid HTTP header name {name!r} in response.")
-    if len(_HEADER_NAMES) < 2048:
-        _HEADER_NAMES[name] = lower
-    return lower
-
-
-def _content_length(value: bytes) -> int:
-    if not value.isdigit():
-        raise RuntimeError(f"Invalid Content-Length {value!r} in response.")
-    return int(value)
-
-
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
 
@@ -242,16 +225,16 @@ class RequestResponseCycle:
         content_length = -1
         app_chunked = False
         seen_defaults: set[bytes] | None = None
-        names = _HEADER_NAMES
+        names = RESPONSE_HEADER_NAMES
         for name, value in headers:
             lname = names.get(name)
             if lname is None:
-                lname = _checked_name(name)
+                lname = checked_header_name(name)
             if b"\r" in value or b"\n" in value or b"\0" in value:
                 raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
             if lname in _SPECIAL_NAMES:
                 if lname == b"content-length":
-                    content_length = _content_length(value)
+                    content_length = response_content_length(value)
                 elif lname == b"transfer-encoding":
                     if value.lower() != b"chunked":
                         raise RuntimeError(f"Unsupported Transfer-Encoding {value!r} in response.")

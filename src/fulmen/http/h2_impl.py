@@ -28,10 +28,14 @@ from hpack import HPACKError
 from hyperframe.frame import GoAwayFrame
 
 from fulmen.access_log import log_access
-from fulmen.http.connection import HTTPConnection, HTTPRequestError, _address, service_unavailable
-from fulmen.http.cycle import _HEADER_NAMES, _checked_name, _content_length
+from fulmen.http.connection import HTTPConnection, HTTPRequestError, service_unavailable, transport_address
 from fulmen.http.flow_control import FlowControl
-from fulmen.http.wire import ERROR_BODIES
+from fulmen.http.wire import (
+    ERROR_BODIES,
+    RESPONSE_HEADER_NAMES,
+    checked_header_name,
+    response_content_length,
+)
 
 if TYPE_CHECKING:
     from fulmen.config import Config
@@ -263,16 +267,16 @@ class H2Stream:
         append = result.append
         content_length = -1
         seen_defaults: set[bytes] | None = None
-        names = _HEADER_NAMES
+        names = RESPONSE_HEADER_NAMES
         for name, value in headers:
             lname = names.get(name)
             if lname is None:
-                lname = _checked_name(name)
+                lname = checked_header_name(name)
             if b"\r" in value or b"\n" in value or b"\0" in value:
                 raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
             if lname in _SPECIAL_NAMES:
                 if lname == b"content-length":
-                    content_length = _content_length(value)
+                    content_length = response_content_length(value)
                 elif lname in _HOP_BY_HOP:
                     continue
                 else:  # server, date: the application's replace the defaults
@@ -380,8 +384,8 @@ class H2Protocol(asyncio.Protocol):
         self.connections.add(self)
         self.transport = transport  # type: ignore[assignment]
         self.flow = FlowControl(self.transport)
-        self.server = _address(transport, "sockname")
-        self.client = _address(transport, "peername")
+        self.server = transport_address(transport, "sockname")
+        self.client = transport_address(transport, "peername")
         self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
         h2c = self.h2c
         h2c.local_settings = h2.settings.Settings(

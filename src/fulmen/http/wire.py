@@ -63,6 +63,25 @@ def lax_framing(head: bytes) -> str | None:
 _LAX_ALLOWED = bytes(c for c in range(256) if c in (9, 10, 13) or 32 <= c != 127)
 
 
+#: Response header names already checked, mapped to their lower-case form.
+RESPONSE_HEADER_NAMES: dict[bytes, bytes] = {}
+
+
+def checked_header_name(name: bytes) -> bytes:
+    lower = bytes(name).lower()
+    if not is_token(lower):
+        raise RuntimeError(f"Invalid HTTP header name {name!r} in response.")
+    if len(RESPONSE_HEADER_NAMES) < 2048:
+        RESPONSE_HEADER_NAMES[name] = lower
+    return lower
+
+
+def response_content_length(value: bytes) -> int:
+    if not value.isdigit():
+        raise RuntimeError(f"Invalid Content-Length {value!r} in response.")
+    return int(value)
+
+
 def simple_response(status: int, body: bytes, *, close: bool = True, extra: bytes = b"") -> bytes:
     """A complete plain-text response, for errors the server answers itself."""
     return b"".join(
