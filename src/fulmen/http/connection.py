@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import sys
 import urllib.parse
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -44,7 +43,6 @@ _TRACE = 5
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Seconds an idle keep-alive connection stays open at shutdown, for a request already on its way.
 SHUTDOWN_GRACE = 1.0
-_EAGER_TASKS = sys.version_info >= (3, 12)
 
 
 class HTTPRequestError(Exception):
@@ -125,7 +123,6 @@ class HTTPConnection(asyncio.Protocol):
         self.upgrade_scope: dict[str, Any] | None = None  # a WebSocket handshake waiting for hand-over
         self.parser_paused = False  # the parser holds a complete request until the current one ends
         self.ready: RequestResponseCycle | None = None  # parsed, to start when the parser returns
-        self.running_eagerly = False
         self.default_source: list[tuple[bytes, bytes]] | None = None
         self.default_block = b""
         if config.http2:
@@ -365,23 +362,11 @@ class HTTPConnection(asyncio.Protocol):
             state.count_request()
         # A fresh, empty context per request with --reset-contextvars; else a copy of the current one.
         context = contextvars.Context() if self.reset_contextvars else None
-        if _EAGER_TASKS and not self.running_eagerly:
-            # Run the application at once until it first waits: a response that needs no I/O is
-            # written before control returns to the loop. Never nested, so pipelining cannot recurse.
-            self.running_eagerly = cycle.eager = True
-            try:
-                task = asyncio.Task(  # type: ignore[call-arg]
-                    cycle.run_asgi(app), loop=self.loop, eager_start=True, context=context
-                )
-            finally:
-                self.running_eagerly = cycle.eager = False
-            if task.done():
-                return
-            cycle.flush()  # the app waits: send what it wrote in its first step
-        elif context is not None:
+        if context is not None:
             task = context.run(self.loop.create_task, cycle.run_asgi(app))
         else:
             task = self.loop.create_task(cycle.run_asgi(app))
+        cycle.task = task
         self.tasks.add(task)  # the task removes itself when it ends (RequestResponseCycle.run_asgi)
 
     def on_response_complete(self, cycle: RequestResponseCycle) -> None:

@@ -53,7 +53,7 @@ class RequestResponseCycle:
         "pending",
         "pending_size",
         "flush_scheduled",
-        "eager",
+        "task",
         "status",
         "bytes_sent",
         "started_at",
@@ -82,7 +82,7 @@ class RequestResponseCycle:
         self.pending: list[bytes | bytearray | memoryview] = []
         self.pending_size = 0
         self.flush_scheduled = False
-        self.eager = False  # in the task's eager first step: the connection flushes after it
+        self.task: asyncio.Task[None] | None = None  # set by the connection when it starts the request
         self.status = 0
         self.bytes_sent = 0
         self.started_at = time.monotonic() if conn.access_log else 0.0
@@ -107,8 +107,10 @@ class RequestResponseCycle:
         try:
             await self._run_asgi(app)
         finally:
-            # Cheaper than a done-callback, which costs a loop turn per request.
-            self.conn.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            # Cheaper than a done-callback, which costs a loop turn per request (and cheaper than
+            # asyncio.current_task(), which asks the kernel for the process id).
+            if self.task is not None:
+                self.conn.tasks.discard(self.task)
 
     async def _run_asgi(self, app: Any) -> None:
         try:
@@ -280,13 +282,12 @@ class RequestResponseCycle:
         return b"".join(parts)
 
     def schedule_flush(self) -> None:
-        if not self.flush_scheduled and not self.eager:
+        if not self.flush_scheduled:
             self.flush_scheduled = True
             self.conn.loop.call_soon(self._scheduled_flush)
 
     def _scheduled_flush(self) -> None:
         self.flush_scheduled = False
-        self.eager = False  # in the task's eager first step: the connection flushes after it
         self.flush()
 
     def flush(self) -> None:
