@@ -126,10 +126,18 @@ class ProxyHeadersMiddleware:
         return await self.app(scope, receive, send)  # type: ignore[no-any-return]
 
     def rewrite(self, scope: dict[str, Any]) -> None:
+        headers = scope["headers"]
+        present = dict(headers)  # built in C: most requests carry none of the three headers
+        if (
+            b"forwarded" not in present
+            and b"x-forwarded-for" not in present
+            and (b"x-forwarded-proto" not in present)
+        ):
+            return
         forwarded = []
         forwarded_for = []
         forwarded_proto = []
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"forwarded":
                 forwarded.append(value.decode("latin-1"))
             elif name == b"x-forwarded-for":
