@@ -9,6 +9,7 @@ control, graceful shutdown, the WebSocket hand-over and the access log.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextvars
 import logging
@@ -73,7 +74,7 @@ async def service_unavailable(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"Service Unavailable"})
 
 
-class HTTPConnection(asyncio.Protocol):
+class HTTPConnection(asyncio.Protocol, metaclass=abc.ABCMeta):
     """Shared by both HTTP/1.1 parsers. Subclasses implement :meth:`feed` and may refine hooks."""
 
     def __init__(
@@ -207,8 +208,9 @@ class HTTPConnection(asyncio.Protocol):
 
     # -- implemented by the parser adapters
 
+    @abc.abstractmethod
     def feed(self, data: bytes) -> None:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Parse ``data``, calling :meth:`on_request`, :meth:`on_body` and :meth:`on_message_complete`."""
 
     def prepare_next_request(self) -> None:
         """Called when a response is complete and the connection stays open."""

@@ -10,6 +10,7 @@ messages into bytes; so the two libraries behave the same and the per-message pa
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextvars
 import logging
@@ -83,7 +84,7 @@ def _truncate_reason(reason: str) -> str:
     return reason.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")
 
 
-class WebSocketSession(asyncio.Protocol):
+class WebSocketSession(asyncio.Protocol, metaclass=abc.ABCMeta):
     """One upgraded connection. Engine subclasses implement the hooks in the last section."""
 
     def __init__(
@@ -527,30 +528,34 @@ class WebSocketSession(asyncio.Protocol):
 
     # -- the engine: implemented by the adapters
 
+    @abc.abstractmethod
     def start_engine(self, scope: dict[str, Any]) -> None:
         """Check the handshake and negotiate extensions; raise :class:`HandshakeError` when invalid."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        ...
 
+    @abc.abstractmethod
     def accept_response(self, headers: list[tuple[bytes, bytes]]) -> bytes:
         """The ``101 Switching Protocols`` response, with the engine's headers and ``headers``."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        ...
 
+    @abc.abstractmethod
     def feed(self, data: bytes) -> None:
         """Parse received bytes into calls of the ``on_*`` events (stop once ``reading`` is False)."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        ...
 
-    def frame_text(self, text: str) -> bytes:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def frame_text(self, text: str) -> bytes: ...
 
-    def frame_bytes(self, data: bytes) -> bytes:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def frame_bytes(self, data: bytes) -> bytes: ...
 
-    def frame_ping(self, payload: bytes) -> bytes:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def frame_ping(self, payload: bytes) -> bytes: ...
 
-    def frame_pong(self, payload: bytes) -> bytes:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def frame_pong(self, payload: bytes) -> bytes: ...
 
+    @abc.abstractmethod
     def frame_close(self, code: int | None, reason: str) -> bytes:
         """A close frame; ``code`` None means an empty one (the echo of a close without a code)."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        ...
