@@ -13,11 +13,19 @@ from fulmen.supervisors.statreload import StatReload
 
 if TYPE_CHECKING:
     ChangeReload: type[BaseReload]
-else:
+
+
+def __getattr__(name: str) -> type[BaseReload]:
+    """``ChangeReload``, resolved on first use: watchfiles (a native extension) is only loaded by a
+    server that reloads, so a production worker does not carry it."""
+    if name != "ChangeReload":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        from fulmen.supervisors.watchfilesreload import WatchFilesReload as ChangeReload
+        from fulmen.supervisors.watchfilesreload import WatchFilesReload
     except ImportError:  # pragma: no cover - watchfiles is optional
-        ChangeReload = StatReload
+        return StatReload
+    return WatchFilesReload
+
 
 __all__ = [
     "BaseReload",
