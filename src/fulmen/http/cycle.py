@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fulmen.access_log import log_access
+from fulmen.http.exchange import ASGIExchange
 from fulmen.http.wire import (
     CONTINUE_RESPONSE,
     RESPONSE_HEADER_NAMES,
@@ -34,7 +35,7 @@ _SPECIAL_NAMES = frozenset({b"content-length", b"transfer-encoding", b"connectio
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
 
-class RequestResponseCycle:
+class RequestResponseCycle(ASGIExchange):
     __slots__ = (
         "scope",
         "conn",
@@ -105,35 +106,12 @@ class RequestResponseCycle:
 
     async def run_asgi(self, app: Any) -> None:
         try:
-            await self._run_asgi(app)
+            await self.call_app(app)
         finally:
             # Cheaper than a done-callback, which costs a loop turn per request (and cheaper than
             # asyncio.current_task(), which asks the kernel for the process id).
             if self.task is not None:
                 self.conn.tasks.discard(self.task)
-
-    async def _run_asgi(self, app: Any) -> None:
-        try:
-            result = await app(self.scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            self.abort()
-            raise
-        except BaseException as exc:
-            logger.error("Exception in ASGI application\n", exc_info=exc)
-            if not self.response_started:
-                self.send_500()
-            elif not self.response_complete:  # a complete response (Starlette re-raises after 500) stays
-                self.abort()
-        else:
-            if result is not None:
-                logger.error("ASGI callable should return None, but returned '%s'.", result)
-                self.abort()
-            elif not self.response_started and not self.disconnected:
-                logger.error("ASGI callable returned without starting response.")
-                self.send_500()
-            elif not self.response_complete and not self.disconnected:
-                logger.error("ASGI callable returned without completing response.")
-                self.abort()
 
     def abort(self) -> None:
         """Close the connection after what the application sent so far: the client sees a cut response."""

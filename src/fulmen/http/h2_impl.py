@@ -29,6 +29,7 @@ from hyperframe.frame import GoAwayFrame
 
 from fulmen.access_log import log_access
 from fulmen.http.connection import HTTPConnection, HTTPRequestError, service_unavailable, transport_address
+from fulmen.http.exchange import ASGIExchange
 from fulmen.http.flow_control import FlowControl
 from fulmen.http.wire import (
     ERROR_BODIES,
@@ -81,7 +82,7 @@ def _with_goaway_code(output: bytes, last_stream_id: int) -> bytes:
     return output[: -len(queued)] + fixed.serialize()
 
 
-class H2Stream:
+class H2Stream(ASGIExchange):
     """One request and its response: the ASGI ``receive`` and ``send`` of a stream."""
 
     __slots__ = (
@@ -148,26 +149,7 @@ class H2Stream:
 
     async def run_asgi(self, app: Any) -> None:
         try:
-            result = await app(self.scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            self.abort()
-            raise
-        except BaseException as exc:
-            logger.error("Exception in ASGI application\n", exc_info=exc)
-            if not self.response_started:
-                self.send_500()
-            elif not self.response_complete:
-                self.abort()
-        else:
-            if result is not None:
-                logger.error("ASGI callable should return None, but returned '%s'.", result)
-                self.abort()
-            elif not self.response_started and not self.disconnected:
-                logger.error("ASGI callable returned without starting response.")
-                self.send_500()
-            elif not self.response_complete and not self.disconnected:
-                logger.error("ASGI callable returned without completing response.")
-                self.abort()
+            await self.call_app(app)
         finally:
             self.conn.on_stream_done(self)
 
