@@ -8,9 +8,13 @@ import os
 import sys
 from typing import Any
 
+from fulmen.cli import main
 from fulmen.config import Config
 from fulmen.options import API_OPTIONS, STARTUP_FAILURE
 from fulmen.server import Server
+
+# As in uvicorn.main: the command (``main``), ``run`` and the startup-failure status.
+__all__ = ["STARTUP_FAILURE", "main", "run"]
 
 logger = logging.getLogger("fulmen.error")
 
