@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from fulmen.http.cycle import RequestResponseCycle
 from fulmen.http.flow_control import HIGH_WATER_LIMIT, FlowControl
 from fulmen.http.wire import ERROR_BODIES, simple_response
+from fulmen.protocol import ServerProtocol
 
 if TYPE_CHECKING:
     from fulmen.config import Config
     from fulmen.server import ServerState
 
 logger = logging.getLogger("fulmen.error")
-access_logger = logging.getLogger("fulmen.access")
 
 _HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UPGRADE = range(6)
 #: The request headers the connection itself acts on.
@@ -74,7 +74,7 @@ async def service_unavailable(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"Service Unavailable"})
 
 
-class HTTPConnection(asyncio.Protocol, metaclass=abc.ABCMeta):
+class HTTPConnection(ServerProtocol):
     """Shared by both HTTP/1.1 parsers. Subclasses implement :meth:`feed` and may refine hooks."""
 
     def __init__(
@@ -84,25 +84,16 @@ class HTTPConnection(asyncio.Protocol, metaclass=abc.ABCMeta):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        if not config.loaded:
-            config.load()
-        self.config = config
-        self.app = config.loaded_app
-        self.loop = _loop or asyncio.get_event_loop()
+        super().__init__(config, server_state, app_state, _loop)
         self.ws_protocol_class: Any = config.ws_protocol_class
         self.root_path: str = config.root_path
         self.root_path_bytes = self.root_path.encode("ascii")
-        self.limit_concurrency: int | None = config.limit_concurrency
-        self.reset_contextvars = bool(config.reset_contextvars)
         self.max_head_size: int = config.h11_max_incomplete_event_size
         self.max_headers: int = config.limit_request_headers
         self.timeout_keep_alive: float = config.timeout_keep_alive
         self.timeout_request_header: float = config.timeout_request_header
-        self.server_state = server_state
-        self.app_state = app_state
         self.connections = server_state.connections
         self.tasks = server_state.tasks
-        self.access_log = bool(config.access_log) and access_logger.hasHandlers()
         self.asgi = {"version": config.asgi_version, "spec_version": "2.4"}
 
         self.transport: asyncio.Transport = None  # type: ignore[assignment]

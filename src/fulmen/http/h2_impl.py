@@ -37,13 +37,13 @@ from fulmen.http.wire import (
     checked_header_name,
     response_content_length,
 )
+from fulmen.protocol import ServerProtocol
 
 if TYPE_CHECKING:
     from fulmen.config import Config
     from fulmen.server import ServerState
 
 logger = logging.getLogger("fulmen.error")
-access_logger = logging.getLogger("fulmen.access")
 
 #: Streams one connection may have open; also the bound on app tasks per connection, so streams reset
 #: at once by the client (a "rapid reset" flood) cannot start more tasks than this.
@@ -318,7 +318,7 @@ class H2Stream(ASGIExchange):
         self.conn.on_response_complete(self)
 
 
-class H2Protocol(asyncio.Protocol):
+class H2Protocol(ServerProtocol):
     """One HTTP/2 connection: h2's events in, frames out, and a task for each stream."""
 
     def __init__(
@@ -328,23 +328,14 @@ class H2Protocol(asyncio.Protocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        if not config.loaded:
-            config.load()
-        self.config = config
-        self.app = config.loaded_app
-        self.loop = _loop or asyncio.get_event_loop()
-        self.server_state = server_state
-        self.app_state = app_state
+        super().__init__(config, server_state, app_state, _loop)
         self.connections = server_state.connections
         self.tasks = server_state.tasks
         self.root_path: str = config.root_path
         self.root_path_bytes = self.root_path.encode("ascii")
-        self.limit_concurrency: int | None = config.limit_concurrency
-        self.reset_contextvars = bool(config.reset_contextvars)
         self.max_head_size: int = config.h11_max_incomplete_event_size
         self.max_headers: int = config.limit_request_headers
         self.timeout_keep_alive: float = config.timeout_keep_alive
-        self.access_log = bool(config.access_log) and access_logger.hasHandlers()
         self.asgi = {"version": config.asgi_version, "spec_version": "2.4"}
 
         self.h2c = h2.connection.H2Connection(config=_H2_CONFIG)

@@ -29,6 +29,7 @@ from fulmen.http.wire import (
     simple_response,
     status_line,
 )
+from fulmen.protocol import ServerProtocol
 from fulmen.websockets.frames import BINARY, TEXT, FrameReader, encode_frame
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from fulmen.server import ServerState
 
 logger = logging.getLogger("fulmen.error")
-access_logger = logging.getLogger("fulmen.access")
 _TRACE = 5
 
 #: Seconds to wait for the peer's close frame, or for a closing transport to flush, before aborting.
@@ -84,7 +84,7 @@ def _truncate_reason(reason: str) -> str:
     return reason.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")
 
 
-class WebSocketSession(asyncio.Protocol, metaclass=abc.ABCMeta):
+class WebSocketSession(ServerProtocol):
     """One upgraded connection. Engine subclasses implement the hooks in the last section."""
 
     def __init__(
@@ -94,20 +94,12 @@ class WebSocketSession(asyncio.Protocol, metaclass=abc.ABCMeta):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        if not config.loaded:
-            config.load()
-        self.config = config
-        self.app = config.loaded_app
-        self.loop = _loop or asyncio.get_event_loop()
-        self.server_state = server_state
-        self.app_state = app_state
-        self.limit_concurrency: int | None = config.limit_concurrency
+        super().__init__(config, server_state, app_state, _loop)
         self.max_size: int = config.ws_max_size
         self.max_queue: int = max(1, config.ws_max_queue)
         self.ping_interval: float | None = config.ws_ping_interval or None
         self.ping_timeout: float | None = config.ws_ping_timeout or None
         self.per_message_deflate = bool(config.ws_per_message_deflate)
-        self.access_log = bool(config.access_log) and access_logger.hasHandlers()
 
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.flow: FlowControl = None  # type: ignore[assignment]
