@@ -57,10 +57,13 @@ def test_factory_and_interfaces() -> None:
     config = _config("tests.apps:factory", factory=True)
     config.load()
     assert config.interface == "asgi3"
-    assert config.loaded_app.app is apps.hello  # inside the proxy headers middleware
+    # Proxy headers are applied by the protocols, not by wrapping the application.
+    assert config.loaded_app is apps.hello
+    assert config.proxy_trust is not None and "127.0.0.1" in config.proxy_trust
     config = _config("tests.apps:hello", proxy_headers=False)
     config.load()
     assert config.loaded_app is apps.hello
+    assert config.proxy_trust is None
 
 
 def test_app_dir_is_put_on_sys_path(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import signal
+import socket
 import time
 from typing import Any
 
@@ -193,3 +194,24 @@ def test_date_is_computed_once_a_second() -> None:
             seen.add(dict(state.default_headers)[b"date"])
             time.sleep(0.05)
         assert 2 <= len(seen) <= 4
+
+
+def test_websocket_handshake_behind_a_proxy(http_impl: str) -> None:
+    """Forwarding headers apply to WebSocket handshakes too: https becomes wss, the client is rewritten."""
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append({"scheme": scope["scheme"], "client": list(scope["client"])})
+        await receive()
+        await send({"type": "websocket.close", "code": 1000})
+
+    with run_server(app, http=http_impl, forwarded_allow_ips="127.0.0.1") as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                b"X-Forwarded-Proto: https\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n"
+            )
+            assert sock.recv(1024).startswith(b"HTTP/1.1 403")
+    assert seen and seen[0]["scheme"] == "wss"
+    assert seen[0]["client"][0] == "203.0.113.7"

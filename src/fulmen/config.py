@@ -20,6 +20,7 @@ from typing import Any
 from fulmen import options as _options
 from fulmen.importer import ImportFromStringError, import_from_string
 from fulmen.logging import LOG_LEVELS, LOGGING_CONFIG, TRACE_LOG_LEVEL, AccessFormatter, logging_config
+from fulmen.middleware.proxy_headers import TrustedHosts
 from fulmen.options import STARTUP_FAILURE
 
 logger = logging.getLogger("fulmen.error")
@@ -355,10 +356,10 @@ class Config:
             from fulmen.middleware.message_logger import MessageLoggerMiddleware
 
             app = MessageLoggerMiddleware(app)
+        # Proxy headers are applied by the protocols as they read each request head (no middleware).
+        self.proxy_trust: TrustedHosts | None = None
         if self.proxy_headers:
-            from fulmen.middleware.proxy_headers import ProxyHeadersMiddleware
-
-            app = ProxyHeadersMiddleware(app, trusted_hosts=self.forwarded_allow_ips)
+            self.proxy_trust = TrustedHosts(self.forwarded_allow_ips)
         return app
 
     def setup_event_loop(self) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from fulmen.http.cycle import RequestResponseCycle
 from fulmen.http.flow_control import HIGH_WATER_LIMIT, FlowControl
 from fulmen.http.wire import ERROR_BODIES, simple_response
+from fulmen.middleware.proxy_headers import TrustedHosts, apply_forwarding
 from fulmen.protocol import ServerProtocol
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("fulmen.error")
 
-_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UPGRADE = range(6)
+_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UPGRADE, _FORWARDING = range(7)
 #: The request headers the connection itself acts on.
 _REQUEST_HEADER_KINDS = {
     b"host": _HOST,
@@ -37,6 +38,9 @@ _REQUEST_HEADER_KINDS = {
     b"connection": _CONNECTION,
     b"expect": _EXPECT,
     b"upgrade": _UPGRADE,
+    b"forwarded": _FORWARDING,
+    b"x-forwarded-for": _FORWARDING,
+    b"x-forwarded-proto": _FORWARDING,
 }
 _HTTP_VERSIONS = {"1.1": "1.1", "1.0": "1.0", "HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
 _TRACE = 5
@@ -95,6 +99,8 @@ class HTTPConnection(ServerProtocol):
         self.connections = server_state.connections
         self.tasks = server_state.tasks
         self.asgi = {"version": config.asgi_version, "spec_version": "2.4"}
+        self.proxy_trust: TrustedHosts | None = getattr(config, "proxy_trust", None)
+        self.trusted_peer = False  # the peer is in --forwarded-allow-ips: its forwarding headers count
 
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.flow: FlowControl = None  # type: ignore[assignment]
@@ -130,6 +136,9 @@ class HTTPConnection(ServerProtocol):
         self.flow = FlowControl(self.transport)
         self.server = transport_address(transport, "sockname")
         self.client = transport_address(transport, "peername")
+        trust = self.proxy_trust
+        if trust is not None:
+            self.trusted_peer = (self.client[0] if self.client else None) in trust
         self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
         if logger.isEnabledFor(_TRACE):
             logger.log(_TRACE, "%s - HTTP connection made", self.client_text)
@@ -235,6 +244,7 @@ class HTTPConnection(ServerProtocol):
         has_host = False
         content_length: bytes | None = None
         transfer_encoding: bytes | None = None
+        forwarding: list[tuple[bytes, bytes]] | None = None
         kinds = _REQUEST_HEADER_KINDS
         for name, value in headers:
             kind = kinds.get(name)
@@ -260,8 +270,12 @@ class HTTPConnection(ServerProtocol):
                     keep_alive = True
             elif kind == _EXPECT:
                 expect_continue = value.lower() == b"100-continue"
-            else:
+            elif kind == _UPGRADE:
                 upgrade = value.lower()
+            elif self.trusted_peer:
+                if forwarding is None:
+                    forwarding = []
+                forwarding.append((name, value))
         if version == "1.1" and not has_host:
             raise HTTPRequestError(400, "Missing Host header")
         if transfer_encoding is not None:
@@ -294,6 +308,16 @@ class HTTPConnection(ServerProtocol):
             "state": self.app_state.copy(),
             "extensions": {},
         }
+
+        if forwarding is not None:
+            assert self.proxy_trust is not None
+            apply_forwarding(
+                scope,
+                self.proxy_trust,
+                [value for name, value in forwarding if name == b"forwarded"],
+                [value for name, value in forwarding if name == b"x-forwarded-for"],
+                [value for name, value in forwarding if name == b"x-forwarded-proto"],
+            )
 
         if upgrade is not None and self.handle_upgrade(upgrade, scope):
             return
@@ -413,7 +437,7 @@ class HTTPConnection(ServerProtocol):
             raise HTTPRequestError(400, "WebSocket upgrade pipelined behind another request")
         scope["type"] = "websocket"
         del scope["method"]
-        scope["scheme"] = "wss" if self.scheme == "https" else "ws"
+        scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"  # after any X-Forwarded-Proto
         self.upgrade_scope = scope
         return True
 

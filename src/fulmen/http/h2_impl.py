@@ -37,6 +37,7 @@ from fulmen.http.wire import (
     checked_header_name,
     response_content_length,
 )
+from fulmen.middleware.proxy_headers import TrustedHosts, rewrite_from_headers
 from fulmen.protocol import ServerProtocol
 
 if TYPE_CHECKING:
@@ -336,6 +337,8 @@ class H2Protocol(ServerProtocol):
         self.max_head_size: int = config.h11_max_incomplete_event_size
         self.max_headers: int = config.limit_request_headers
         self.timeout_keep_alive: float = config.timeout_keep_alive
+        self.proxy_trust: TrustedHosts | None = getattr(config, "proxy_trust", None)
+        self.trusted_peer = False
         self.asgi = {"version": config.asgi_version, "spec_version": "2.4"}
 
         self.h2c = h2.connection.H2Connection(config=_H2_CONFIG)
@@ -359,6 +362,9 @@ class H2Protocol(ServerProtocol):
         self.flow = FlowControl(self.transport)
         self.server = transport_address(transport, "sockname")
         self.client = transport_address(transport, "peername")
+        trust = self.proxy_trust
+        if trust is not None:
+            self.trusted_peer = (self.client[0] if self.client else None) in trust
         self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
         h2c = self.h2c
         h2c.local_settings = h2.settings.Settings(
@@ -505,6 +511,9 @@ class H2Protocol(ServerProtocol):
             "state": self.app_state.copy(),
             "extensions": {},
         }
+        if self.trusted_peer:
+            assert self.proxy_trust is not None
+            rewrite_from_headers(scope, self.proxy_trust)
         stream = self.streams[stream_id] = H2Stream(self, stream_id, scope, expect_continue)
 
         app = self.app
