@@ -101,3 +101,17 @@ def test_too_large_frames_are_refused_from_their_header() -> None:
     control = Recorder()
     control.feed(bytes((0x89, 0x80 | 126)) + struct.pack("!H", 200))
     assert control.refused == [1002]
+
+
+def test_a_large_frame_in_small_pieces_is_read_in_linear_time() -> None:
+    """16 MiB in 64 KiB pieces: the partial frame grows in place instead of being copied per piece."""
+    import time
+
+    payload = os.urandom(1 << 24)
+    frame = client_frame(BINARY, payload)
+    recorder = Recorder(max_size=1 << 25)
+    started = time.perf_counter()
+    for offset in range(0, len(frame), 65536):
+        recorder.feed(frame[offset : offset + 65536])
+    assert recorder.messages == [(BINARY, payload)]
+    assert time.perf_counter() - started < 2.0  # quadratic copying took far longer

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-_apply_mask: Callable[[bytes, bytes], bytes] | None
+_apply_mask: Callable[[bytes | bytearray, bytes], bytes] | None
 try:
     from websockets.speedups import apply_mask as _apply_mask
 except ImportError:  # pragma: no cover - websockets is optional (wsproto alone)
@@ -24,7 +24,7 @@ TEXT = 0x1
 BINARY = 0x2
 
 
-def unmask(payload: bytes, key: bytes) -> bytes:
+def unmask(payload: bytes | bytearray, key: bytes) -> bytes:
     """XOR ``payload`` with the 4-byte masking ``key`` (RFC 6455 section 5.3)."""
     size = len(payload)
     if _apply_mask is not None:
@@ -59,7 +59,7 @@ class FrameReader:
         on_other_frame: Callable[[bytes], None],
         on_refused: Callable[[int], None],
     ) -> None:
-        self.buffer = b""
+        self.buffer = bytearray()  # a frame not complete yet (grown in place: large frames stay linear)
         self.fragmented = False  # the engine holds the first fragments of a message
         self.max_size = max_size
         self.on_message = on_message
@@ -67,8 +67,12 @@ class FrameReader:
         self.on_refused = on_refused
 
     def feed(self, data: bytes, keep_reading: Callable[[], bool]) -> None:
-        buffer = self.buffer + data if self.buffer else data
-        self.buffer = b""
+        buffer: bytes | bytearray
+        if self.buffer:
+            self.buffer += data
+            buffer = self.buffer
+        else:
+            buffer = data
         size = len(buffer)
         position = 0
         while size - position >= 2 and keep_reading():
@@ -105,13 +109,16 @@ class FrameReader:
                 and not self.fragmented
             ):
                 start = position + header
-                self.on_message(opcode, unmask(buffer[start:end], buffer[start - 4 : start]))
+                self.on_message(opcode, unmask(buffer[start:end], bytes(buffer[start - 4 : start])))
             else:
                 if opcode == TEXT or opcode == BINARY:
                     self.fragmented = not first & 0x80
                 elif opcode == 0 and first & 0x80:
                     self.fragmented = False
-                self.on_other_frame(buffer[position:end])
+                self.on_other_frame(bytes(buffer[position:end]))
             position = end
         if position < size and keep_reading():
-            self.buffer = buffer[position:]
+            if position or buffer is not self.buffer:
+                self.buffer = bytearray(buffer[position:])
+        elif self.buffer:
+            self.buffer = bytearray()
