@@ -30,13 +30,17 @@ class HttpToolsProtocol(HTTPConnection):
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.head_size = 0
         self.received = 0  # bytes of the current head seen so far, for the size limit
+        self.chunk_size = 0  # bytes of the data being parsed
+        self.head_bound = 0  # an upper bound of the current head's size
+        self.trailer_size = 0  # bytes of trailers of a chunked body (never given to the app)
         self.trailing = b""
 
     def feed(self, data: bytes) -> None:
+        self.chunk_size = len(data)
         if self.head_started:
             self.received += len(data)
+            self.head_bound += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -64,18 +68,20 @@ class HttpToolsProtocol(HTTPConnection):
         self.head_started = True
         self.url = b""
         self.headers = []
-        self.head_size = 0
         self.received = 0
+        # At most this many bytes of the head have arrived: the head's exact size is only added up
+        # when it could be over the limit, not per header on every request.
+        self.head_bound = self.chunk_size
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_size += len(name) + len(value) + 4
         if self.head_started:
             self.headers.append((name.lower(), value))
-        elif self.head_size > self.max_head_size:
+            return
+        self.trailer_size += len(name) + len(value) + 4
+        if self.trailer_size > self.max_head_size:
             # A trailer of a chunked body: never added to the request's headers (the app already has
             # them), and bounded like a head, as the h11 path bounds it.
             raise HTTPRequestError(431, "Request trailers too large")
@@ -86,8 +92,12 @@ class HttpToolsProtocol(HTTPConnection):
         method_text = _METHODS.get(method)
         if method_text is None:
             method_text = _METHODS[method] = method.decode("ascii")
-        self.on_request(method_text, self.url, parser.get_http_version(), self.headers, self.head_size)
-        self.head_size = 0  # from here on, the size of the trailers
+        headers = self.headers
+        size = 0
+        if self.head_bound > self.max_head_size:
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in headers)
+        self.trailer_size = 0
+        self.on_request(method_text, self.url, parser.get_http_version(), headers, size)
 
     def on_body(self, body: bytes) -> None:  # type: ignore[override]
         super().on_body(body)
