@@ -8,8 +8,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from fulmen.http.flow_control import FlowControl
+
 if TYPE_CHECKING:
     from fulmen.config import Config
+    from fulmen.middleware.proxy_headers import TrustedHosts
     from fulmen.server import ServerState
 
 access_logger = logging.getLogger("fulmen.access")
@@ -36,3 +39,29 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         self.reset_contextvars = bool(config.reset_contextvars)
         # Decided once per connection: the access line is only built when it is logged.
         self.access_log = bool(config.access_log) and access_logger.hasHandlers()
+        self.proxy_trust: TrustedHosts | None = getattr(config, "proxy_trust", None)
+        self.trusted_peer = False  # the peer is in --forwarded-allow-ips: its forwarding headers count
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.flow: FlowControl = None  # type: ignore[assignment]
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme = "http"
+
+    def attach(self, transport: asyncio.BaseTransport) -> None:
+        """Take a new connection: addresses, TLS, flow control, and whether the peer is a trusted proxy."""
+        self.server_state.connections.add(self)
+        self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(self.transport)
+        self.server = transport_address(transport, "sockname")
+        self.client = transport_address(transport, "peername")
+        if self.proxy_trust is not None:
+            self.trusted_peer = (self.client[0] if self.client else None) in self.proxy_trust
+        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+
+
+def transport_address(transport: asyncio.BaseTransport, name: str) -> tuple[str, int] | None:
+    """The ``sockname`` or ``peername`` of a TCP transport as (host, port); None for a UNIX socket."""
+    address = transport.get_extra_info(name)
+    if isinstance(address, tuple) and len(address) >= 2:
+        return (str(address[0]), int(address[1]))
+    return None

@@ -18,9 +18,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from fulmen.http.cycle import RequestResponseCycle
-from fulmen.http.flow_control import HIGH_WATER_LIMIT, FlowControl
+from fulmen.http.flow_control import HIGH_WATER_LIMIT
 from fulmen.http.wire import ERROR_BODIES, simple_response
-from fulmen.middleware.proxy_headers import TrustedHosts, apply_forwarding
+from fulmen.middleware.proxy_headers import apply_forwarding
 from fulmen.protocol import ServerProtocol
 
 if TYPE_CHECKING:
@@ -58,14 +58,6 @@ class HTTPRequestError(Exception):
         self.status = status
 
 
-def transport_address(transport: asyncio.BaseTransport, name: str) -> tuple[str, int] | None:
-    """The ``sockname`` or ``peername`` of a TCP transport as (host, port); None for a UNIX socket."""
-    address = transport.get_extra_info(name)
-    if isinstance(address, tuple) and len(address) >= 2:
-        return (str(address[0]), int(address[1]))
-    return None
-
-
 async def service_unavailable(scope: Any, receive: Any, send: Any) -> None:
     """The application that answers requests over ``--limit-concurrency`` or after the request limit."""
     await send(
@@ -99,14 +91,7 @@ class HTTPConnection(ServerProtocol):
         self.connections = server_state.connections
         self.tasks = server_state.tasks
         self.asgi = {"version": config.asgi_version, "spec_version": "2.4"}
-        self.proxy_trust: TrustedHosts | None = getattr(config, "proxy_trust", None)
-        self.trusted_peer = False  # the peer is in --forwarded-allow-ips: its forwarding headers count
 
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.flow: FlowControl = None  # type: ignore[assignment]
-        self.server: tuple[str, int] | None = None
-        self.client: tuple[str, int] | None = None
-        self.scheme = "http"
         self.cycle: RequestResponseCycle | None = None  # the request whose body is being read
         self.active: RequestResponseCycle | None = None  # the request whose response is being sent
         self.pipeline: deque[RequestResponseCycle] = deque()
@@ -131,15 +116,7 @@ class HTTPConnection(ServerProtocol):
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.connections.add(self)
-        self.transport = transport  # type: ignore[assignment]
-        self.flow = FlowControl(self.transport)
-        self.server = transport_address(transport, "sockname")
-        self.client = transport_address(transport, "peername")
-        trust = self.proxy_trust
-        if trust is not None:
-            self.trusted_peer = (self.client[0] if self.client else None) in trust
-        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        self.attach(transport)
         if logger.isEnabledFor(_TRACE):
             logger.log(_TRACE, "%s - HTTP connection made", self.client_text)
         self.start_idle()

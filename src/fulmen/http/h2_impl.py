@@ -28,16 +28,15 @@ from hpack import HPACKError
 from hyperframe.frame import GoAwayFrame
 
 from fulmen.access_log import log_access
-from fulmen.http.connection import HTTPConnection, HTTPRequestError, service_unavailable, transport_address
+from fulmen.http.connection import HTTPConnection, HTTPRequestError, service_unavailable
 from fulmen.http.exchange import ASGIExchange
-from fulmen.http.flow_control import FlowControl
 from fulmen.http.wire import (
     ERROR_BODIES,
     RESPONSE_HEADER_NAMES,
     checked_header_name,
     response_content_length,
 )
-from fulmen.middleware.proxy_headers import TrustedHosts, rewrite_from_headers
+from fulmen.middleware.proxy_headers import rewrite_from_headers
 from fulmen.protocol import ServerProtocol
 
 if TYPE_CHECKING:
@@ -337,17 +336,10 @@ class H2Protocol(ServerProtocol):
         self.max_head_size: int = config.h11_max_incomplete_event_size
         self.max_headers: int = config.limit_request_headers
         self.timeout_keep_alive: float = config.timeout_keep_alive
-        self.proxy_trust: TrustedHosts | None = getattr(config, "proxy_trust", None)
-        self.trusted_peer = False
         self.asgi = {"version": config.asgi_version, "spec_version": "2.4"}
 
         self.h2c = h2.connection.H2Connection(config=_H2_CONFIG)
         self.streams: dict[int, H2Stream] = {}
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.flow: FlowControl = None  # type: ignore[assignment]
-        self.server: tuple[str, int] | None = None
-        self.client: tuple[str, int] | None = None
-        self.scheme = "http"
         self.closing = False  # GOAWAY sent: no new stream; close once the streams in flight are done
         self.unflushed = 0
         self.flush_scheduled = False
@@ -357,15 +349,7 @@ class H2Protocol(ServerProtocol):
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.connections.add(self)
-        self.transport = transport  # type: ignore[assignment]
-        self.flow = FlowControl(self.transport)
-        self.server = transport_address(transport, "sockname")
-        self.client = transport_address(transport, "peername")
-        trust = self.proxy_trust
-        if trust is not None:
-            self.trusted_peer = (self.client[0] if self.client else None) in trust
-        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        self.attach(transport)
         h2c = self.h2c
         h2c.local_settings = h2.settings.Settings(
             client=False,

@@ -101,8 +101,6 @@ class WebSocketSession(ServerProtocol):
         self.ping_timeout: float | None = config.ws_ping_timeout or None
         self.per_message_deflate = bool(config.ws_per_message_deflate)
 
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.flow: FlowControl = None  # type: ignore[assignment]
         self.scope: dict[str, Any] = {}
         self.state = CONNECTING
         self.reading = False  # frames are parsed: from accept until the peer's close or a failure
