@@ -29,7 +29,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from fulmen import Config
-from tests.conftest import RunningServer, recv_all, run_server
+from tests.conftest import RunningServer, free_port, recv_all, run_server
 from tests.test_websockets_protocol import (
     BINARY,
     CLOSE,
@@ -749,3 +749,40 @@ def test_max_size_counts_utf8_bytes_not_characters(ws_impl: str) -> None:
         raw.send_frame(TEXT, ("€" * 500).encode())
         assert raw.recv_close(3) == 1009
         raw.close()
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the server's peak RSS from /proc")
+def test_compression_bomb_closes_1009_without_inflating_it(ws_impl: str, cli: Any) -> None:
+    """A small compressed frame that inflates to 64 MiB, against --ws-max-size 1 MiB: closed with 1009,
+    and the server's peak memory shows it was never inflated whole (both engines)."""
+    import base64
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = compressor.compress(b"\0" * (64 << 20)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert bomb.endswith(b"\x00\x00\xff\xff") and len(bomb) < 100_000
+    key = base64.b64encode(os.urandom(16))
+    headers = (
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Extensions: permessage-deflate\r\n" % key
+    )
+    port = free_port()
+    server = cli(
+        "benchmarks.apps:websocket", "--port", str(port), "--ws", ws_impl, "--ws-max-size", str(1 << 20)
+    )
+    assert server.wait_for("running on", 20), server.output
+    before = _peak_rss_kib(server.process.pid)
+    raw = RawClient(port, headers=headers)
+    assert raw.status == 101
+    assert b"permessage-deflate" in raw.response_headers.get(b"sec-websocket-extensions", b"")
+    raw.send_frame(BINARY, bomb[:-4], rsv=4)
+    assert raw.recv_close(5) == 1009
+    raw.close()
+    assert _peak_rss_kib(server.process.pid) - before < 32 * 1024  # 64 MiB inflated would show

@@ -7,6 +7,7 @@ wsproto only reads a handshake from bytes, so it is given the already parsed hea
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from wsproto import ConnectionType, WSConnection
@@ -30,6 +31,38 @@ from fulmen.websockets.session import HandshakeError, WebSocketSession
 _PEER_CLOSED = (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED)
 
 
+class BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate that stops inflating a message past ``--ws-max-size``.
+
+    wsproto inflates each received frame whole, so a small compressed frame could take hundreds of
+    MiB before the session's size check saw it; here inflation is capped and the peer gets 1009.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        super().__init__()
+        self.max_size = max_size
+        self.inflated = 0  # bytes of the current message inflated so far
+
+    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        decompressor = self._decompressor
+        assert decompressor is not None
+        try:
+            inflated = decompressor.decompress(bytes(data), self.max_size - self.inflated + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self.inflated += len(inflated)
+        if decompressor.unconsumed_tail or self.inflated > self.max_size:
+            return CloseReason.MESSAGE_TOO_BIG
+        return inflated
+
+    def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
+        if fin:
+            self.inflated = 0
+        return super().frame_inbound_complete(proto, fin)
+
+
 class WSProtocol(WebSocketSession):
     handshake: WSConnection
     conn: Connection
@@ -48,7 +81,7 @@ class WSProtocol(WebSocketSession):
             raise HandshakeError("Incomplete WebSocket handshake")
 
     def accept_response(self, headers: list[tuple[bytes, bytes]]) -> bytes:
-        extensions: list[Extension] = [PerMessageDeflate()] if self.per_message_deflate else []
+        extensions: list[Extension] = [BoundedDeflate(self.max_size)] if self.per_message_deflate else []
         data = self.handshake.send(AcceptConnection(extensions=extensions, extra_headers=headers))
         connection = self.handshake.connection
         assert connection is not None
