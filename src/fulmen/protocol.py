@@ -46,6 +46,36 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
         self.scheme = "http"
+        self.root_path: str = config.root_path
+        self.root_path_bytes = self.root_path.encode("ascii")
+        self.asgi = {"version": config.asgi_version, "spec_version": "2.4"}
+
+    def http_scope(
+        self,
+        http_version: str,
+        method: str,
+        path: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+    ) -> dict[str, Any]:
+        """The ASGI scope of an HTTP request on this connection (``path`` already decoded)."""
+        return {
+            "type": "http",
+            "asgi": self.asgi,
+            "http_version": http_version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": method,
+            "root_path": self.root_path,
+            "path": self.root_path + path,
+            "raw_path": self.root_path_bytes + raw_path if self.root_path_bytes else raw_path,
+            "query_string": query,
+            "headers": headers,
+            "state": self.app_state.copy(),
+            "extensions": {},
+        }
 
     def attach(self, transport: asyncio.BaseTransport) -> None:
         """Take a new connection: addresses, TLS, flow control, and whether the peer is a trusted proxy."""

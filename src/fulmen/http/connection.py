@@ -82,15 +82,12 @@ class HTTPConnection(ServerProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.ws_protocol_class: Any = config.ws_protocol_class
-        self.root_path: str = config.root_path
-        self.root_path_bytes = self.root_path.encode("ascii")
         self.max_head_size: int = config.h11_max_incomplete_event_size
         self.max_headers: int = config.limit_request_headers
         self.timeout_keep_alive: float = config.timeout_keep_alive
         self.timeout_request_header: float = config.timeout_request_header
         self.connections = server_state.connections
         self.tasks = server_state.tasks
-        self.asgi = {"version": config.asgi_version, "spec_version": "2.4"}
 
         self.cycle: RequestResponseCycle | None = None  # the request whose body is being read
         self.active: RequestResponseCycle | None = None  # the request whose response is being sent
@@ -269,22 +266,7 @@ class HTTPConnection(ServerProtocol):
             raise HTTPRequestError(400, "Invalid characters in request target") from None
         if "%" in path:
             path = urllib.parse.unquote(path)
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": self.asgi,
-            "http_version": version,
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "method": method,
-            "root_path": self.root_path,
-            "path": self.root_path + path,
-            "raw_path": self.root_path_bytes + raw_path if self.root_path_bytes else raw_path,
-            "query_string": query,
-            "headers": headers,
-            "state": self.app_state.copy(),
-            "extensions": {},
-        }
+        scope = self.http_scope(version, method, path, raw_path, query, headers)
 
         if forwarding is not None:
             assert self.proxy_trust is not None

@@ -331,12 +331,9 @@ class H2Protocol(ServerProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.connections = server_state.connections
         self.tasks = server_state.tasks
-        self.root_path: str = config.root_path
-        self.root_path_bytes = self.root_path.encode("ascii")
         self.max_head_size: int = config.h11_max_incomplete_event_size
         self.max_headers: int = config.limit_request_headers
         self.timeout_keep_alive: float = config.timeout_keep_alive
-        self.asgi = {"version": config.asgi_version, "spec_version": "2.4"}
 
         self.h2c = h2.connection.H2Connection(config=_H2_CONFIG)
         self.streams: dict[int, H2Stream] = {}
@@ -479,22 +476,7 @@ class H2Protocol(ServerProtocol):
             path_text = urllib.parse.unquote(path_text)
         if authority is not None and not has_host:
             headers.insert(0, (b"host", authority))
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": self.asgi,
-            "http_version": "2",
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "method": method_text,
-            "root_path": self.root_path,
-            "path": self.root_path + path_text,
-            "raw_path": self.root_path_bytes + raw_path if self.root_path_bytes else raw_path,
-            "query_string": query,
-            "headers": headers,
-            "state": self.app_state.copy(),
-            "extensions": {},
-        }
+        scope = self.http_scope("2", method_text, path_text, raw_path, query, headers)
         if self.trusted_peer:
             assert self.proxy_trust is not None
             rewrite_from_headers(scope, self.proxy_trust)
