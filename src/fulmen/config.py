@@ -377,7 +377,7 @@ class Config:
         if loop == "uvloop":
             import uvloop
 
-            return uvloop.new_event_loop  # type: ignore[no-any-return]
+            return uvloop.new_event_loop
         try:
             factory = import_from_string(loop)
         except (ImportError, ImportFromStringError) as exc:

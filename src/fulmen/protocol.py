@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextvars
 import logging
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from fulmen.http.exchange import ASGIExchange, service_unavailable
 from fulmen.http.flow_control import FlowControl
 
 if TYPE_CHECKING:
@@ -16,6 +19,8 @@ if TYPE_CHECKING:
     from fulmen.server import ServerState
 
 access_logger = logging.getLogger("fulmen.access")
+#: The name of every application task: CPython before 3.12 formats a unique name for each unnamed task.
+TASK_NAME = "fulmen-app"
 
 
 class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
@@ -37,6 +42,9 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         self.app_state = app_state
         self.limit_concurrency: int | None = config.limit_concurrency
         self.reset_contextvars = bool(config.reset_contextvars)
+        self.tasks = server_state.tasks
+        # Without a task factory on the loop, tasks are made directly: create_task() only adds a call.
+        self.plain_tasks = self.loop.get_task_factory() is None and not self.reset_contextvars
         # Decided once per connection: the access line is only built when it is logged.
         self.access_log = bool(config.access_log) and access_logger.hasHandlers()
         self.proxy_trust: TrustedHosts | None = getattr(config, "proxy_trust", None)
@@ -76,6 +84,28 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
             "state": self.app_state.copy(),
             "extensions": {},
         }
+
+    def new_task(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run an application coroutine as a task of its own, in a copy of the current context (a fresh,
+        empty one with --reset-contextvars); the task is kept in ``ServerState.tasks``."""
+        if self.plain_tasks:
+            task = asyncio.Task(coroutine, loop=self.loop, name=TASK_NAME)
+        elif self.reset_contextvars:
+            task = contextvars.Context().run(self.loop.create_task, coroutine)
+        else:
+            task = self.loop.create_task(coroutine)
+        self.tasks.add(task)
+        return task
+
+    def start_exchange(self, exchange: ASGIExchange) -> None:
+        """Start an HTTP request's application (a 503 answer when over ``--limit-concurrency``); the
+        exchange removes its task from ``ServerState.tasks`` when it ends (``app_done``)."""
+        app = self.app
+        if self.limit_concurrency is not None and len(self.tasks) >= self.limit_concurrency:
+            app = service_unavailable
+        else:
+            self.server_state.count_request()
+        exchange.task = self.new_task(exchange.call_app(app))
 
     def attach(self, transport: asyncio.BaseTransport) -> None:
         """Take a new connection: addresses, TLS, flow control, and whether the peer is a trusted proxy."""

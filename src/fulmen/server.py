@@ -41,6 +41,8 @@ class ServerState:
         self.connections: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.default_headers: list[tuple[bytes, bytes]] = []
+        #: HTTP/1.1 responses with bytes held back until the next loop turn (one callback for all).
+        self.corked_cycles: list[Any] = []
         #: ``--limit-max-requests`` (with its jitter): on reaching it, ``on_max_requests`` is called.
         self.max_requests: int | None = None
         self.on_max_requests: Callable[[], None] | None = None

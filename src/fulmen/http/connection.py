@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextvars
 import logging
 import urllib.parse
 from collections import deque
@@ -58,18 +57,6 @@ class HTTPRequestError(Exception):
         self.status = status
 
 
-async def service_unavailable(scope: Any, receive: Any, send: Any) -> None:
-    """The application that answers requests over ``--limit-concurrency`` or after the request limit."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"Service Unavailable"})
-
-
 class HTTPConnection(ServerProtocol):
     """Shared by both HTTP/1.1 parsers. Subclasses implement :meth:`feed` and may refine hooks."""
 
@@ -87,7 +74,11 @@ class HTTPConnection(ServerProtocol):
         self.timeout_keep_alive: float = config.timeout_keep_alive
         self.timeout_request_header: float = config.timeout_request_header
         self.connections = server_state.connections
-        self.tasks = server_state.tasks
+        # One queue of corked responses per server (a state without one, as uvicorn's: per connection).
+        corked: list[RequestResponseCycle] | None = getattr(server_state, "corked_cycles", None)
+        self.corked_cycles = [] if corked is None else corked
+        # Only h11 needs a call between requests (a fresh state machine); llhttp goes on by itself.
+        self.prepares_requests = type(self).prepare_next_request is not HTTPConnection.prepare_next_request
 
         self.cycle: RequestResponseCycle | None = None  # the request whose body is being read
         self.active: RequestResponseCycle | None = None  # the request whose response is being sent
@@ -143,7 +134,7 @@ class HTTPConnection(ServerProtocol):
             return
         if self.ready is not None:
             cycle, self.ready = self.ready, None
-            self.start(cycle)
+            self.start_exchange(cycle)
         if self.head_started and self.header_timer is None and not self.transport.is_closing():
             self.header_timer = self.loop.call_later(self.timeout_request_header, self.on_header_timeout)
 
@@ -259,7 +250,12 @@ class HTTPConnection(ServerProtocol):
             if transfer_encoding.strip().lower() != b"chunked" or version == "1.0":
                 raise HTTPRequestError(400, "Invalid Transfer-Encoding")
 
-        raw_path, query = self.split_target(target)
+        if target[:1] == b"/":  # origin form: all but a few requests
+            raw_path, _, query = target.partition(b"?")
+            if b"#" in query:
+                query = query[: query.find(b"#")]
+        else:
+            raw_path, query = self.split_target(target)
         try:
             path = raw_path.decode("ascii")
         except UnicodeDecodeError:
@@ -281,7 +277,9 @@ class HTTPConnection(ServerProtocol):
         if upgrade is not None and self.handle_upgrade(upgrade, scope):
             return
 
-        cycle = RequestResponseCycle(scope, self, keep_alive and not self.closing, expect_continue)
+        cycle = RequestResponseCycle(
+            scope, self, keep_alive and not self.closing, expect_continue, method == "HEAD", version == "1.0"
+        )
         self.cycle = cycle
         if self.active is None:
             # Started once the parser returns, so the application never runs inside a parser callback.
@@ -329,22 +327,6 @@ class HTTPConnection(ServerProtocol):
 
     # -- running requests
 
-    def start(self, cycle: RequestResponseCycle) -> None:
-        state = self.server_state
-        app = self.app
-        if self.limit_concurrency is not None and len(self.tasks) >= self.limit_concurrency:
-            app = service_unavailable
-        else:
-            state.count_request()
-        # A fresh, empty context per request with --reset-contextvars; else a copy of the current one.
-        context = contextvars.Context() if self.reset_contextvars else None
-        if context is not None:
-            task = context.run(self.loop.create_task, cycle.run_asgi(app))
-        else:
-            task = self.loop.create_task(cycle.run_asgi(app))
-        cycle.task = task
-        self.tasks.add(task)  # the task removes itself when it ends (RequestResponseCycle.run_asgi)
-
     def on_response_complete(self, cycle: RequestResponseCycle) -> None:
         """The current response is written: close, or go on with the next request."""
         if cycle is not self.active:
@@ -360,27 +342,31 @@ class HTTPConnection(ServerProtocol):
             # An unread request body would be parsed as the next request: close instead.
             self.transport.close()
             return
-        try:
-            self.prepare_next_request()
-        except HTTPRequestError as exc:
-            self.reject(exc)
-            return
-        if self.upgrade_scope is not None:
-            self.complete_upgrade(self.take_trailing_data())
-            return
-        if self.closing:
-            self.transport.close()
-            return
-        if self.ready is not None:
-            cycle, self.ready = self.ready, None
-            self.start(cycle)
-        elif self.active is None and self.pipeline:
+        if self.prepares_requests:
+            try:
+                self.prepare_next_request()
+            except HTTPRequestError as exc:
+                self.reject(exc)
+                return
+            if self.upgrade_scope is not None:
+                self.complete_upgrade(self.take_trailing_data())
+                return
+            if self.closing:
+                self.transport.close()
+                return
+            if self.ready is not None:
+                cycle, self.ready = self.ready, None
+                self.start_exchange(cycle)
+        if self.pipeline and self.active is None:
             self.active = self.pipeline.popleft()
-            self.start(self.active)
-        if not self.pipeline and not self.parser_paused:
+            self.start_exchange(self.active)
+        if self.flow.read_paused and not self.pipeline and not self.parser_paused:
             self.flow.resume_reading()
         if self.active is None and not self.head_started:
-            self.start_idle()
+            # Idle: the one lazy timer closes the connection once this deadline has passed.
+            self.idle_deadline = self.loop.time() + self.timeout_keep_alive
+            if self.idle_timer is None:
+                self.idle_timer = self.loop.call_later(self.timeout_keep_alive, self.on_idle_timeout)
 
     def handle_upgrade(self, upgrade: bytes, scope: dict[str, Any]) -> bool:
         """Note a WebSocket upgrade for hand-over once the parser has stopped; False serves plain HTTP."""

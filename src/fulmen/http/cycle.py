@@ -53,36 +53,45 @@ class RequestResponseCycle(ASGIExchange):
         "http10",
         "pending",
         "pending_size",
-        "flush_scheduled",
-        "task",
+        "corked",
+        "flow",
         "status",
         "bytes_sent",
         "started_at",
         "body_delivered",
+        "body_allowed",
         "_waiter",
     )
 
     def __init__(
-        self, scope: dict[str, Any], conn: HTTPConnection, keep_alive: bool, expect_continue: bool
+        self,
+        scope: dict[str, Any],
+        conn: HTTPConnection,
+        keep_alive: bool,
+        expect_continue: bool,
+        head_request: bool,
+        http10: bool,
     ) -> None:
         self.scope = scope
         self.conn = conn
         self.transport = conn.transport
+        self.flow = conn.flow
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
+        self.head_request = head_request
+        self.http10 = http10
         self.body = b""
         self.more_body = True
         self.disconnected = False
         self.response_started = False
         self.response_complete = False
         self.chunked = False
+        self.body_allowed = True  # False for HEAD, 1xx, 204 and 304 responses: body bytes are dropped
         self.remaining = -1  # bytes of Content-Length still to send; -1 when not framed by length
-        self.head_request = scope["method"] == "HEAD"
-        self.http10 = scope["http_version"] == "1.0"
         # The response is corked: the head and the body chunks sent in one loop turn go out in one write.
         self.pending: list[bytes | bytearray | memoryview] = []
         self.pending_size = 0
-        self.flush_scheduled = False
+        self.corked = False  # in the server's queue of cycles to flush on the next loop turn
         self.task: asyncio.Task[None] | None = None  # set by the connection when it starts the request
         self.status = 0
         self.bytes_sent = 0
@@ -104,14 +113,11 @@ class RequestResponseCycle(ASGIExchange):
 
     # -- the ASGI application
 
-    async def run_asgi(self, app: Any) -> None:
-        try:
-            await self.call_app(app)
-        finally:
-            # Cheaper than a done-callback, which costs a loop turn per request (and cheaper than
-            # asyncio.current_task(), which asks the kernel for the process id).
-            if self.task is not None:
-                self.conn.tasks.discard(self.task)
+    def app_done(self) -> None:
+        # Cheaper than a done-callback, which costs a loop turn per request (and cheaper than
+        # asyncio.current_task(), which asks the kernel for the process id).
+        if self.task is not None:
+            self.conn.tasks.discard(self.task)
 
     def abort(self) -> None:
         """Close the connection after what the application sent so far: the client sees a cut response."""
@@ -161,8 +167,8 @@ class RequestResponseCycle(ASGIExchange):
 
     async def send(self, message: dict[str, Any]) -> None:
         message_type = message["type"]
-        if self.conn.flow.write_paused and not self.disconnected:
-            await self.conn.flow.drain()
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
         if self.disconnected:
             return
 
@@ -173,7 +179,7 @@ class RequestResponseCycle(ASGIExchange):
             self.response_started = True  # after the checks: an invalid start still gets a 500
             self.expect_continue = False
             # Sent with the first body chunk when that follows at once, else on the next loop turn.
-            self.schedule_flush()
+            self.cork()
         elif not self.response_complete:
             if message_type != "http.response.body":
                 raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{message_type}'.")
@@ -185,10 +191,10 @@ class RequestResponseCycle(ASGIExchange):
                         f"Expected bytes as 'http.response.body' body, got {type(body).__name__}."
                     )
                 body = bytes(body)
-            more_body = message.get("more_body", False)
-            self._write_body(body, more_body)
-            if not more_body:
-                self._finish()
+            if message.get("more_body", False):
+                self._write_body(body)
+            else:
+                self._write_last(body)
         else:
             raise RuntimeError(
                 f"Unexpected ASGI message '{message_type}' sent, after response already completed."
@@ -200,8 +206,7 @@ class RequestResponseCycle(ASGIExchange):
         if type(status) is not int or not 100 <= status <= 599:
             raise RuntimeError(f"Invalid HTTP status code '{status}' in response.")
         self.status = status
-        parts = [STATUS_LINES.get(status) or status_line(status)]
-        append = parts.append
+        lines: list[bytes] = []
         content_length = -1
         app_chunked = False
         seen_defaults: set[bytes] | None = None
@@ -210,8 +215,6 @@ class RequestResponseCycle(ASGIExchange):
             lname = names.get(name)
             if lname is None:
                 lname = checked_header_name(name)
-            if b"\r" in value or b"\n" in value or b"\0" in value:
-                raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
             if lname in _SPECIAL_NAMES:
                 if lname == b"content-length":
                     content_length = response_content_length(value)
@@ -225,25 +228,34 @@ class RequestResponseCycle(ASGIExchange):
                 else:  # server, date: the application's replace the defaults
                     seen_defaults = seen_defaults or set()
                     seen_defaults.add(lname)
-            append(lname)
-            append(b": ")
-            append(value)
-            append(b"\r\n")
+            lines += (lname, b": ", value, b"\r\n")
+        block = b"".join(lines)
+        # Names are tokens, so a CR, LF or NUL beyond one CRLF per line is in a value: three scans of
+        # the block instead of three per value.
+        count = len(lines) >> 2
+        if block.count(b"\n") != count or block.count(b"\r") != count or b"\0" in block:
+            bad = next(v for v in lines[2::4] if b"\r" in v or b"\n" in v or b"\0" in v)
+            raise RuntimeError(f"Invalid HTTP header value {bad!r} in response.")
         if seen_defaults is None:
-            append(self.conn.default_header_block())
+            defaults = self.conn.default_header_block()
         else:
-            for name, value in self.conn.server_state.default_headers:
-                if name not in seen_defaults:
-                    append(b"%s: %s\r\n" % (name, value))
+            defaults = b"".join(
+                b"%s: %s\r\n" % (name, value)
+                for name, value in self.conn.server_state.default_headers
+                if name not in seen_defaults
+            )
 
+        end = b"\r\n"
         if self.conn.closing:
             self.keep_alive = False
         if status < 200 or status in _NO_BODY_STATUSES:
             self.remaining = 0
+            self.body_allowed = False
             if app_chunked:
                 raise RuntimeError(f"A {status} response cannot have a body.")
         elif self.head_request:
             self.remaining = 0
+            self.body_allowed = False
         elif content_length >= 0 and not app_chunked:
             self.remaining = content_length
         elif self.http10:
@@ -251,22 +263,21 @@ class RequestResponseCycle(ASGIExchange):
         else:
             self.chunked = True
             if not app_chunked:
-                parts.append(b"transfer-encoding: chunked\r\n")
+                end = b"transfer-encoding: chunked\r\n\r\n"
         if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
+            end = b"connection: close\r\n" + end
         elif self.http10:
-            parts.append(b"connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
+            end = b"connection: keep-alive\r\n" + end
+        return b"".join((STATUS_LINES.get(status) or status_line(status), block, defaults, end))
 
-    def schedule_flush(self) -> None:
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.conn.loop.call_soon(self._scheduled_flush)
-
-    def _scheduled_flush(self) -> None:
-        self.flush_scheduled = False
-        self.flush()
+    def cork(self) -> None:
+        """Hold what is pending until the next loop turn (one callback per turn for the whole server)."""
+        if not self.corked:
+            self.corked = True
+            queue = self.conn.corked_cycles
+            queue.append(self)
+            if len(queue) == 1:
+                self.conn.loop.call_soon(flush_corked, queue)
 
     def flush(self) -> None:
         """Write everything corked, in one call."""
@@ -277,40 +288,64 @@ class RequestResponseCycle(ASGIExchange):
             if not self.disconnected:
                 self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
-    def _write_body(self, body: bytes | bytearray | memoryview, more_body: bool) -> None:
+    def _write_body(self, body: bytes) -> None:
+        """A chunk with more to follow: corked, and written once enough has piled up or on the next turn."""
         size = len(body)
         self.bytes_sent += size
-        pending = self.pending
-        if self.head_request or self.status < 200 or self.status in _NO_BODY_STATUSES:
-            size = 0
-        elif self.chunked:
-            if body:
-                pending.append(b"%x\r\n" % size)
-                pending.append(body)
-                pending.append(b"\r\n")
-            if not more_body:
-                pending.append(b"0\r\n\r\n")
+        if not size or not self.body_allowed:
+            return
+        if self.chunked:
+            self.pending += (b"%x\r\n" % size, body, b"\r\n")
         else:
             if self.remaining >= 0:
                 if size > self.remaining:
                     raise RuntimeError("Response content longer than Content-Length")
                 self.remaining -= size
-            if body:
-                pending.append(body)
-        if not more_body:
-            self.flush()
-            return
+            self.pending.append(body)
         self.pending_size += size
         if self.pending_size >= _CORK_LIMIT:
             self.flush()  # then send() waits for the transport to drain, if it must
-        elif pending:
-            self.schedule_flush()
+        else:
+            self.cork()
 
-    def _finish(self) -> None:
-        if self.remaining > 0 and not self.head_request:
+    def _write_last(self, body: bytes) -> None:
+        """The last chunk (usually the only one): written with whatever is corked in one call, then the
+        response is complete."""
+        size = len(body)
+        self.bytes_sent += size
+        pending = self.pending
+        if self.chunked:
+            if size:
+                pending += (b"%x\r\n" % size, body, b"\r\n0\r\n\r\n")
+            else:
+                pending.append(b"0\r\n\r\n")
+        elif self.body_allowed:
+            if self.remaining >= 0:
+                if size > self.remaining:
+                    raise RuntimeError("Response content longer than Content-Length")
+                self.remaining -= size
+            if size:
+                pending.append(body)
+        if pending:
+            self.pending = []
+            self.pending_size = 0
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if self.remaining > 0:
             raise RuntimeError("Response content shorter than Content-Length")
         self.response_complete = True
-        self.wake()
-        if self.conn.access_log:
+        if self._waiter is not None:
+            self.wake()
+        conn = self.conn
+        if conn.access_log:
             log_access(self.scope, self.scope["method"], self.status, self.bytes_sent, self.started_at)
-        self.conn.on_response_complete(self)
+        conn.on_response_complete(self)
+
+
+def flush_corked(queue: list[RequestResponseCycle]) -> None:
+    """Write the responses corked during the last loop turn (see :meth:`RequestResponseCycle.cork`)."""
+    cycles = queue.copy()
+    queue.clear()
+    for cycle in cycles:
+        cycle.corked = False
+        if cycle.pending:
+            cycle.flush()

@@ -11,7 +11,6 @@ in flight finish) and the access log. Response checks are the HTTP/1.1 cycle's o
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 import urllib.parse
@@ -28,7 +27,7 @@ from hpack import HPACKError
 from hyperframe.frame import GoAwayFrame
 
 from fulmen.access_log import log_access
-from fulmen.http.connection import HTTPConnection, HTTPRequestError, service_unavailable
+from fulmen.http.connection import HTTPConnection, HTTPRequestError
 from fulmen.http.exchange import ASGIExchange
 from fulmen.http.wire import (
     ERROR_BODIES,
@@ -125,6 +124,7 @@ class H2Stream(ASGIExchange):
         self.status = 0
         self.bytes_sent = 0
         self.started_at = time.monotonic() if conn.access_log else 0.0
+        self.task: asyncio.Task[None] | None = None
         self._read_waiter: asyncio.Future[None] | None = None
         self._write_waiter: asyncio.Future[None] | None = None
 
@@ -147,11 +147,10 @@ class H2Stream(ASGIExchange):
 
     # -- the ASGI application
 
-    async def run_asgi(self, app: Any) -> None:
-        try:
-            await self.call_app(app)
-        finally:
-            self.conn.on_stream_done(self)
+    def app_done(self) -> None:
+        if self.task is not None:
+            self.conn.tasks.discard(self.task)
+        self.conn.on_stream_done(self)
 
     def abort(self) -> None:
         """Reset the stream: the client sees the response cut, and the connection's other streams go on."""
@@ -330,7 +329,6 @@ class H2Protocol(ServerProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.connections = server_state.connections
-        self.tasks = server_state.tasks
         self.max_head_size: int = config.h11_max_incomplete_event_size
         self.max_headers: int = config.limit_request_headers
         self.timeout_keep_alive: float = config.timeout_keep_alive
@@ -482,17 +480,7 @@ class H2Protocol(ServerProtocol):
             rewrite_from_headers(scope, self.proxy_trust)
         stream = self.streams[stream_id] = H2Stream(self, stream_id, scope, expect_continue)
 
-        app = self.app
-        if self.limit_concurrency is not None and len(self.tasks) >= self.limit_concurrency:
-            app = service_unavailable
-        else:
-            self.server_state.count_request()
-        if self.reset_contextvars:
-            task = contextvars.Context().run(self.loop.create_task, stream.run_asgi(app))
-        else:
-            task = self.loop.create_task(stream.run_asgi(app))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.start_exchange(stream)
 
     def on_data(self, event: h2.events.DataReceived) -> None:
         stream = self.streams.get(event.stream_id)

@@ -98,9 +98,3 @@ class HttpToolsProtocol(HTTPConnection):
             size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in headers)
         self.trailer_size = 0
         self.on_request(method_text, self.url, parser.get_http_version(), headers, size)
-
-    def on_body(self, body: bytes) -> None:  # type: ignore[override]
-        super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()

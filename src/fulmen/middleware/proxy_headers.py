@@ -181,7 +181,7 @@ class ProxyHeadersMiddleware:
             peer = client[0] if client else None
             if peer in self.trusted:
                 self.rewrite(scope)
-        return await self.app(scope, receive, send)  # type: ignore[no-any-return]
+        return await self.app(scope, receive, send)
 
     def rewrite(self, scope: dict[str, Any]) -> None:
         rewrite_from_headers(scope, self.trusted)

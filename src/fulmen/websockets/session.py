@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextvars
 import logging
 import os
 import time
@@ -152,12 +151,7 @@ class WebSocketSession(ServerProtocol):
             self.refuse(400)
             return
         state.count_request()
-        if self.config.reset_contextvars:  # a fresh context, as for HTTP requests
-            task = contextvars.Context().run(self.loop.create_task, self.run_asgi())
-        else:
-            task = self.loop.create_task(self.run_asgi())
-        state.tasks.add(task)
-        task.add_done_callback(state.tasks.discard)
+        self.new_task(self.run_asgi()).add_done_callback(state.tasks.discard)
 
     # -- asyncio.Protocol
 
