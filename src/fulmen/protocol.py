@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 access_logger = logging.getLogger("fulmen.access")
 #: The name of every application task: CPython before 3.12 formats a unique name for each unnamed task.
 TASK_NAME = "fulmen-app"
+Task = asyncio.Task
 
 
 class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
@@ -89,7 +90,7 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         """Run an application coroutine as a task of its own, in a copy of the current context (a fresh,
         empty one with --reset-contextvars); the task is kept in ``ServerState.tasks``."""
         if self.plain_tasks:
-            task = asyncio.Task(coroutine, loop=self.loop, name=TASK_NAME)
+            task = Task(coroutine, loop=self.loop, name=TASK_NAME)
         elif self.reset_contextvars:
             task = contextvars.Context().run(self.loop.create_task, coroutine)
         else:
@@ -105,7 +106,13 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
             app = service_unavailable
         else:
             self.server_state.count_request()
-        exchange.task = self.new_task(exchange.call_app(app))
+        coroutine = exchange.call_app(app)
+        if self.plain_tasks:  # new_task(), without a call on the hot path
+            task: asyncio.Task[None] = Task(coroutine, loop=self.loop, name=TASK_NAME)
+            self.tasks.add(task)
+            exchange.task = task
+        else:
+            exchange.task = self.new_task(coroutine)
 
     def attach(self, transport: asyncio.BaseTransport) -> None:
         """Take a new connection: addresses, TLS, flow control, and whether the peer is a trusted proxy."""

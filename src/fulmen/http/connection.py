@@ -252,7 +252,7 @@ class HTTPConnection(ServerProtocol):
 
         if target[:1] == b"/":  # origin form: all but a few requests
             raw_path, _, query = target.partition(b"?")
-            if b"#" in query:
+            if query and b"#" in query:
                 query = query[: query.find(b"#")]
         else:
             raw_path, query = self.split_target(target)
@@ -302,7 +302,8 @@ class HTTPConnection(ServerProtocol):
         if cycle is None:
             return
         cycle.more_body = False
-        cycle.wake()
+        if cycle.waiter is not None:
+            cycle.wake()
 
     @staticmethod
     def split_target(target: bytes) -> tuple[bytes, bytes]:

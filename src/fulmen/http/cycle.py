@@ -18,7 +18,6 @@ from fulmen.http.wire import (
     RESPONSE_HEADER_NAMES,
     STATUS_LINES,
     checked_header_name,
-    response_content_length,
     simple_response,
     status_line,
 )
@@ -60,7 +59,7 @@ class RequestResponseCycle(ASGIExchange):
         "started_at",
         "body_delivered",
         "body_allowed",
-        "_waiter",
+        "waiter",
     )
 
     def __init__(
@@ -97,13 +96,13 @@ class RequestResponseCycle(ASGIExchange):
         self.bytes_sent = 0
         self.started_at = time.monotonic() if conn.access_log else 0.0
         self.body_delivered = False
-        self._waiter: asyncio.Future[None] | None = None
+        self.waiter: asyncio.Future[None] | None = None
 
     # -- events from the connection
 
     def wake(self) -> None:
         """Tell a ``receive()`` waiting for body or disconnect that something changed."""
-        waiter = self._waiter
+        waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -155,11 +154,11 @@ class RequestResponseCycle(ASGIExchange):
         return {"type": "http.request", "body": body, "more_body": self.more_body}
 
     async def _wait(self) -> None:
-        waiter = self._waiter = self.conn.loop.create_future()
+        waiter = self.waiter = self.conn.loop.create_future()
         try:
             await waiter
         finally:
-            self._waiter = None
+            self.waiter = None
 
     async def _wait_for_disconnect(self) -> None:
         while not self.disconnected and not self.response_complete:
@@ -179,7 +178,8 @@ class RequestResponseCycle(ASGIExchange):
             self.response_started = True  # after the checks: an invalid start still gets a 500
             self.expect_continue = False
             # Sent with the first body chunk when that follows at once, else on the next loop turn.
-            self.cork()
+            if not self.corked:
+                self.cork()
         elif not self.response_complete:
             if message_type != "http.response.body":
                 raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{message_type}'.")
@@ -217,7 +217,9 @@ class RequestResponseCycle(ASGIExchange):
                 lname = checked_header_name(name)
             if lname in _SPECIAL_NAMES:
                 if lname == b"content-length":
-                    content_length = response_content_length(value)
+                    if not value.isdigit():
+                        raise RuntimeError(f"Invalid Content-Length {value!r} in response.")
+                    content_length = int(value)
                 elif lname == b"transfer-encoding":
                     if value.lower() != b"chunked":
                         raise RuntimeError(f"Unsupported Transfer-Encoding {value!r} in response.")
@@ -230,23 +232,25 @@ class RequestResponseCycle(ASGIExchange):
                     seen_defaults.add(lname)
             lines += (lname, b": ", value, b"\r\n")
         block = b"".join(lines)
-        # Names are tokens, so a CR, LF or NUL beyond one CRLF per line is in a value: three scans of
-        # the block instead of three per value.
-        count = len(lines) >> 2
-        if block.count(b"\n") != count or block.count(b"\r") != count or b"\0" in block:
+        # Names are tokens, so a CR, LF or NUL beyond the one CRLF of each line is in a value: one
+        # scan of the block instead of three per value.
+        if len(block.translate(None, b"\r\n\0")) != len(block) - (len(lines) >> 1):
             bad = next(v for v in lines[2::4] if b"\r" in v or b"\n" in v or b"\0" in v)
             raise RuntimeError(f"Invalid HTTP header value {bad!r} in response.")
+        conn = self.conn
         if seen_defaults is None:
-            defaults = self.conn.default_header_block()
+            defaults = conn.default_block
+            if conn.server_state.default_headers is not conn.default_source:
+                defaults = conn.default_header_block()
         else:
             defaults = b"".join(
                 b"%s: %s\r\n" % (name, value)
-                for name, value in self.conn.server_state.default_headers
+                for name, value in conn.server_state.default_headers
                 if name not in seen_defaults
             )
 
         end = b"\r\n"
-        if self.conn.closing:
+        if conn.closing:
             self.keep_alive = False
         if status < 200 or status in _NO_BODY_STATUSES:
             self.remaining = 0
@@ -272,12 +276,11 @@ class RequestResponseCycle(ASGIExchange):
 
     def cork(self) -> None:
         """Hold what is pending until the next loop turn (one callback per turn for the whole server)."""
-        if not self.corked:
-            self.corked = True
-            queue = self.conn.corked_cycles
-            queue.append(self)
-            if len(queue) == 1:
-                self.conn.loop.call_soon(flush_corked, queue)
+        self.corked = True
+        queue = self.conn.corked_cycles
+        queue.append(self)
+        if len(queue) == 1:
+            self.conn.loop.call_soon(flush_corked, queue)
 
     def flush(self) -> None:
         """Write everything corked, in one call."""
@@ -305,7 +308,7 @@ class RequestResponseCycle(ASGIExchange):
         self.pending_size += size
         if self.pending_size >= _CORK_LIMIT:
             self.flush()  # then send() waits for the transport to drain, if it must
-        else:
+        elif not self.corked:
             self.cork()
 
     def _write_last(self, body: bytes) -> None:
@@ -333,7 +336,7 @@ class RequestResponseCycle(ASGIExchange):
         if self.remaining > 0:
             raise RuntimeError("Response content shorter than Content-Length")
         self.response_complete = True
-        if self._waiter is not None:
+        if self.waiter is not None:
             self.wake()
         conn = self.conn
         if conn.access_log:
