@@ -266,13 +266,7 @@ class HTTPConnection(ServerProtocol):
 
         if forwarding is not None:
             assert self.proxy_trust is not None
-            apply_forwarding(
-                scope,
-                self.proxy_trust,
-                [value for name, value in forwarding if name == b"forwarded"],
-                [value for name, value in forwarding if name == b"x-forwarded-for"],
-                [value for name, value in forwarding if name == b"x-forwarded-proto"],
-            )
+            apply_forwarding(scope, self.proxy_trust, tuple(forwarding))
 
         if upgrade is not None and self.handle_upgrade(upgrade, scope):
             return

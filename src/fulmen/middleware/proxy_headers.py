@@ -26,6 +26,8 @@ class TrustedHosts:
         self.networks: list[_Network] = []
         self.literals: set[str] = set()
         self._decisions: dict[str, bool] = {}
+        #: What forwarding headers mean (see :func:`resolve_forwarding`), by their names and values.
+        self.resolved: dict[tuple[tuple[bytes, bytes], ...], tuple[tuple[str, int] | None, str | None]] = {}
         for item in items:
             if not item or item == "*":
                 continue
@@ -112,14 +114,27 @@ def parse_forwarded(value: str) -> list[dict[str, str]]:
     return elements
 
 
-def apply_forwarding(
-    scope: dict[str, Any],
-    trusted: TrustedHosts,
-    forwarded: list[bytes],
-    forwarded_for: list[bytes],
-    forwarded_proto: list[bytes],
-) -> None:
-    """Rewrite ``client`` and ``scheme`` from the forwarding headers of a request whose peer is trusted."""
+#: The forwarding headers, lower-cased, as the connection finds them among a request's headers.
+FORWARDING_HEADERS = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-proto"})
+_SCHEMES = frozenset({"http", "https", "ws", "wss"})
+#: Forwarding headers of at most this many bytes in all have their meaning cached (see ``resolve``).
+_CACHED_SIZE = 512
+
+
+def resolve_forwarding(
+    trusted: TrustedHosts, headers: tuple[tuple[bytes, bytes], ...]
+) -> tuple[tuple[str, int] | None, str | None]:
+    """The client and scheme that a trusted peer's forwarding headers (in request order) give.
+
+    A proxy sends the same headers for every request of a client's connection, so their meaning is
+    cached (bounded in entries and in key size): parsing them per request cost as much as the rest of
+    the request's headers together.
+    """
+    cache = trusted.resolved
+    result = cache.get(headers)
+    if result is not None:
+        return result
+    forwarded = [value for name, value in headers if name == b"forwarded"]
     proto: str | None = None
     client: tuple[str, int] | None = None
     if forwarded:
@@ -128,19 +143,33 @@ def apply_forwarding(
         protos = [element["proto"] for element in elements if "proto" in element]
         proto = protos[-1] if protos else None
     else:
+        forwarded_proto = [value for name, value in headers if name == b"x-forwarded-proto"]
+        forwarded_for = [value for name, value in headers if name == b"x-forwarded-for"]
         if forwarded_proto:
             proto = b",".join(forwarded_proto).decode("latin-1").split(",")[-1].strip()
         if forwarded_for:
             text = b",".join(forwarded_for).decode("latin-1")
             client = trusted.client_from_chain([item.strip() for item in text.split(",") if item.strip()])
-
     if proto:
         proto = proto.lower()
-        if proto in ("http", "https", "ws", "wss"):
-            if scope["type"] == "websocket":
-                proto = proto.replace("http", "ws")
-            scope["scheme"] = proto
-    if client is not None and client[0]:
+        if proto not in _SCHEMES:
+            proto = None
+    result = (client if client is not None and client[0] else None, proto or None)
+    if len(cache) < 4096 and sum(len(value) for _, value in headers) <= _CACHED_SIZE:
+        cache[headers] = result
+    return result
+
+
+def apply_forwarding(
+    scope: dict[str, Any], trusted: TrustedHosts, headers: tuple[tuple[bytes, bytes], ...]
+) -> None:
+    """Rewrite ``client`` and ``scheme`` from the forwarding headers of a request whose peer is trusted."""
+    client, proto = resolve_forwarding(trusted, headers)
+    if proto is not None:
+        if scope["type"] == "websocket":
+            proto = proto.replace("http", "ws")
+        scope["scheme"] = proto
+    if client is not None:
         scope["client"] = client
 
 
@@ -148,19 +177,10 @@ def rewrite_from_headers(scope: dict[str, Any], trusted: TrustedHosts) -> None:
     """Find the forwarding headers in ``scope["headers"]`` and apply them (see :func:`apply_forwarding`)."""
     headers = scope["headers"]
     present = dict(headers)  # built in C: most requests carry none of the three headers
-    if (
-        b"forwarded" not in present
-        and b"x-forwarded-for" not in present
-        and b"x-forwarded-proto" not in present
-    ):
+    if FORWARDING_HEADERS.isdisjoint(present):
         return
-    found: dict[bytes, list[bytes]] = {b"forwarded": [], b"x-forwarded-for": [], b"x-forwarded-proto": []}
-    for name, value in headers:
-        values = found.get(name)
-        if values is not None:
-            values.append(value)
     apply_forwarding(
-        scope, trusted, found[b"forwarded"], found[b"x-forwarded-for"], found[b"x-forwarded-proto"]
+        scope, trusted, tuple((name, value) for name, value in headers if name in FORWARDING_HEADERS)
     )
 
 
