@@ -27,6 +27,33 @@ Task = asyncio.Task
 class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
     """Constructed as uvicorn's protocols are: ``cls(config, server_state, app_state, _loop)``."""
 
+    # Slots: the hot path reads and writes these on every request (a slot is faster than a
+    # dict entry, and these classes have more attributes than an instance dict keeps compact).
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "access_log",
+        "app",
+        "app_state",
+        "asgi",
+        "client",
+        "config",
+        "flow",
+        "limit_concurrency",
+        "loop",
+        "plain_tasks",
+        "proxy_trust",
+        "reset_contextvars",
+        "root_path",
+        "root_path_bytes",
+        "scheme",
+        "server",
+        "server_state",
+        "tasks",
+        "transport",
+        "trusted_peer",
+    )
+
     def __init__(
         self,
         config: Config,

@@ -60,6 +60,31 @@ class HTTPRequestError(Exception):
 class HTTPConnection(ServerProtocol):
     """Shared by both HTTP/1.1 parsers. Subclasses implement :meth:`feed` and may refine hooks."""
 
+    __slots__ = (
+        "active",
+        "closing",
+        "connections",
+        "corked_cycles",
+        "cycle",
+        "default_block",
+        "default_source",
+        "head_started",
+        "header_timer",
+        "idle_deadline",
+        "idle_timer",
+        "max_head_size",
+        "max_headers",
+        "parser_paused",
+        "pending_error",
+        "pipeline",
+        "prepares_requests",
+        "ready",
+        "timeout_keep_alive",
+        "timeout_request_header",
+        "upgrade_scope",
+        "ws_protocol_class",
+    )
+
     def __init__(
         self,
         config: Config,

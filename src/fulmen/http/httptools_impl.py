@@ -19,6 +19,17 @@ _METHODS: dict[bytes, str] = {}
 class HttpToolsProtocol(HTTPConnection):
     """Feeds bytes to an llhttp parser whose callbacks are the shared connection's events."""
 
+    __slots__ = (
+        "chunk_size",
+        "head_bound",
+        "headers",
+        "parser",
+        "received",
+        "trailer_size",
+        "trailing",
+        "url",
+    )
+
     def __init__(
         self,
         config: Config,

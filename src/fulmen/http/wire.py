@@ -76,6 +76,18 @@ def checked_header_name(name: bytes) -> bytes:
     return lower
 
 
+#: Response header values already checked (short ones only): apps send the same few again and again.
+CHECKED_VALUES: set[bytes] = set()
+
+
+def check_header_value(value: bytes) -> None:
+    """Refuse a response header value that would end the line early or smuggle a header: CR, LF, NUL."""
+    if b"\r" in value or b"\n" in value or b"\0" in value:
+        raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
+    if type(value) is bytes and len(value) <= 256 and len(CHECKED_VALUES) < 4096:
+        CHECKED_VALUES.add(value)
+
+
 def response_content_length(value: bytes) -> int:
     if not value.isdigit():
         raise RuntimeError(f"Invalid Content-Length {value!r} in response.")
