@@ -254,9 +254,9 @@ class HTTPConnection(ServerProtocol):
                 transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
             elif kind == _CONNECTION:
                 tokens = value.lower()
-                if b"close" in tokens:
+                if tokens.find(b"close") >= 0:  # find(): `bytes in bytes` first tries an int, and raises
                     keep_alive = False
-                elif b"keep-alive" in tokens:
+                elif tokens.find(b"keep-alive") >= 0:
                     keep_alive = True
             elif kind == _EXPECT:
                 expect_continue = value.lower() == b"100-continue"
@@ -277,8 +277,9 @@ class HTTPConnection(ServerProtocol):
 
         if target[:1] == b"/":  # origin form: all but a few requests
             raw_path, _, query = target.partition(b"?")
-            if query and b"#" in query:
-                query = query[: query.find(b"#")]
+            fragment = query.find(b"#") if query else -1
+            if fragment >= 0:
+                query = query[:fragment]
         else:
             raw_path, query = self.split_target(target)
         try:

@@ -241,7 +241,7 @@ class RequestResponseCycle(ASGIExchange):
                         raise RuntimeError(f"Unsupported Transfer-Encoding {value!r} in response.")
                     app_chunked = True
                 elif lname == b"connection":
-                    if b"close" in value.lower():
+                    if value.lower().find(b"close") >= 0:
                         self.keep_alive = False
                 else:  # server, date: the application's replace the defaults
                     seen_defaults = seen_defaults or set()

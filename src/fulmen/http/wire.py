@@ -38,7 +38,7 @@ def lax_framing(head: bytes) -> str | None:
     """
     if head.count(b"\n") != head.count(b"\r\n"):
         return "bare LF in request head"
-    if b"\n " in head or b"\n\t" in head:
+    if head.find(b"\n ") >= 0 or head.find(b"\n\t") >= 0:
         return "obsolete line folding in request head"
     if head.translate(None, _LAX_ALLOWED):
         return "control character in request head"
@@ -82,7 +82,7 @@ CHECKED_VALUES: set[bytes] = set()
 
 def check_header_value(value: bytes) -> None:
     """Refuse a response header value that would end the line early or smuggle a header: CR, LF, NUL."""
-    if b"\r" in value or b"\n" in value or b"\0" in value:
+    if value.find(b"\r") >= 0 or value.find(b"\n") >= 0 or value.find(b"\0") >= 0:
         raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
     if type(value) is bytes and len(value) <= 256 and len(CHECKED_VALUES) < 4096:
         CHECKED_VALUES.add(value)
