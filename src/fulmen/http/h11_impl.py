@@ -37,6 +37,8 @@ class H11Protocol(HTTPConnection):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head_size)
+        self.raw_head_size = 0  # bytes of the current request head as received (an upper bound)
+        self.head_lines = 0  # lines of the current request head (h11 joins folded ones)
 
     def feed(self, data: bytes) -> None:
         if self.parser_paused:
@@ -49,7 +51,7 @@ class H11Protocol(HTTPConnection):
         conn = self.conn
         while True:
             if conn.their_state is h11.IDLE:
-                self.check_head(conn.trailing_data[0])
+                self.raw_head_size = self.check_head(conn.trailing_data[0])
             elif conn.their_state is h11.SEND_BODY:
                 self.check_chunk_framing()
             elif conn.their_state is h11.MUST_CLOSE:
@@ -69,8 +71,16 @@ class H11Protocol(HTTPConnection):
             event_type = type(event)
             if event_type is h11.Request:
                 assert isinstance(event, h11.Request)
-                headers = list(event.headers)
-                size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in headers)
+                full_items = getattr(event.headers, "_full_items", None)
+                if full_items is not None:  # h11's own (raw name, name, value) list: no Sequence protocol
+                    headers = [(name, value) for _, name, value in full_items]
+                else:
+                    headers = list(event.headers)
+                if len(headers) + 2 != self.head_lines:  # request line, headers, empty line
+                    raise HTTPRequestError(400, "obsolete line folding in request head")
+                size = 0
+                if self.raw_head_size > self.max_head_size:  # else the exact size cannot be over the limit
+                    size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in headers)
                 self.on_request(
                     event.method.decode("ascii"), event.target, event.http_version.decode(), headers, size
                 )
@@ -93,17 +103,20 @@ class H11Protocol(HTTPConnection):
             else:  # ConnectionClosed
                 return
 
-    @staticmethod
-    def check_head(buffer: bytes) -> None:
-        """Reject, as llhttp does, heads that h11 alone would accept (see :func:`lax_framing`)."""
+    def check_head(self, buffer: bytes) -> int:
+        """Reject, as llhttp does, heads that h11 alone would accept (see :func:`lax_framing`); the
+        size of the complete head in ``buffer``, or of ``buffer`` while the head is incomplete."""
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
             end = buffer.find(b"\n\n")
             if end < 0:
-                return
-        reason = lax_framing(buffer[: end + 4].lstrip(b"\r\n"))
+                return len(buffer)
+        head = buffer[: end + 4].lstrip(b"\r\n")
+        reason = lax_framing(head, folding=False)
         if reason is not None:
             raise HTTPRequestError(400, reason)
+        self.head_lines = head.count(b"\n")
+        return end + 4
 
     def check_chunk_framing(self) -> None:
         """Chunk-size lines and trailers, checked as llhttp checks them before h11 reads them: h11
