@@ -19,6 +19,15 @@ CASES: dict[str, tuple[bytes, bytes, int]] = {
     "bare-lf-line-ends": (b"GET /first HTTP/1.1\nHost: x\n\n", b"HTTP/1.1 400", 1),
     "bare-lf-in-header": (b"GET /first HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", b"HTTP/1.1 400", 1),
     "obs-fold": (b"GET /first HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", b"HTTP/1.1 400", 1),
+    "obs-fold-tab": (b"GET /first HTTP/1.1\r\nHost: x\r\nX: a\r\n\tb\r\n\r\n", b"HTTP/1.1 400", 1),
+    "obs-fold-first-header": (b"GET /first HTTP/1.1\r\n Host: x\r\n\r\n", b"HTTP/1.1 400", 1),
+    # As many bare CRs as bare LFs: the CR and LF counts agree, and the head is still refused.
+    "bare-cr-and-bare-lf": (
+        b"GET /first HTTP/1.1\r\nHost: x\r\nX: a\rb\r\nY: c\nZ: d\r\n\r\n",
+        b"HTTP/1.1 400",
+        1,
+    ),
+    "cr-cr-lf": (b"GET /first HTTP/1.1\r\nHost: x\r\nX: a\r\r\n\r\n", b"HTTP/1.1 400", 1),
     "nul-in-header": (b"GET /first HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", b"HTTP/1.1 400", 1),
     "cr-in-header": (b"GET /first HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n", b"HTTP/1.1 400", 1),
     "space-before-colon": (b"GET /first HTTP/1.1\r\nHost: x\r\nX : a\r\n\r\n", b"HTTP/1.1 400", 1),
