@@ -51,7 +51,8 @@ class H11Protocol(HTTPConnection):
         conn = self.conn
         while True:
             if conn.their_state is h11.IDLE:
-                self.raw_head_size = self.check_head(conn.trailing_data[0])
+                # h11's buffer itself: trailing_data would copy all of it, a request body included.
+                self.raw_head_size = self.check_head(conn._receive_buffer._data)
             elif conn.their_state is h11.SEND_BODY:
                 self.check_chunk_framing()
             elif conn.their_state is h11.MUST_CLOSE:
@@ -93,8 +94,9 @@ class H11Protocol(HTTPConnection):
             elif event is h11.NEED_DATA:
                 self.parser_paused = False
                 self.check_chunk_size()
-                self.head_started = conn.their_state is h11.IDLE and bool(conn.trailing_data[0])
-                if self.head_started and len(conn.trailing_data[0]) > self.max_head_size:
+                buffered = len(conn._receive_buffer)
+                self.head_started = conn.their_state is h11.IDLE and buffered > 0
+                if self.head_started and buffered > self.max_head_size:
                     raise HTTPRequestError(431, "Request head too large")
                 return
             elif event is h11.PAUSED:
@@ -103,7 +105,7 @@ class H11Protocol(HTTPConnection):
             else:  # ConnectionClosed
                 return
 
-    def check_head(self, buffer: bytes) -> int:
+    def check_head(self, buffer: bytes | bytearray) -> int:
         """Reject, as llhttp does, heads that h11 alone would accept (see :func:`lax_framing`); the
         size of the complete head in ``buffer``, or of ``buffer`` while the head is incomplete."""
         end = buffer.find(b"\r\n\r\n")
@@ -111,7 +113,7 @@ class H11Protocol(HTTPConnection):
             end = buffer.find(b"\n\n")
             if end < 0:
                 return len(buffer)
-        head = buffer[: end + 4].lstrip(b"\r\n")
+        head = bytes(buffer[: end + 4]).lstrip(b"\r\n")
         reason = lax_framing(head, folding=False)
         if reason is not None:
             raise HTTPRequestError(400, reason)
@@ -158,7 +160,9 @@ class H11Protocol(HTTPConnection):
 
     def check_chunk_size(self) -> None:
         """A chunk size past 64 bits is an attack, not a body: llhttp rejects it, and so does this path."""
-        if getattr(self.conn._reader, "_bytes_in_chunk", 0) >= _MAX_CHUNK_SIZE:
+        reader = self.conn._reader
+        # A type check, not getattr() with a default: that raises and catches for every other reader.
+        if type(reader) is ChunkedReader and reader._bytes_in_chunk >= _MAX_CHUNK_SIZE:
             raise HTTPRequestError(400, "Chunk size too large")
 
     def prepare_next_request(self) -> None:
