@@ -237,9 +237,9 @@ class HTTPConnection(ServerProtocol):
         forwarding: list[tuple[bytes, bytes]] | None = None
         kinds = _REQUEST_HEADER_KINDS
         for name, value in headers:
-            kind = kinds.get(name)
-            if kind is None:
-                continue  # most headers: one dict lookup, nothing to check
+            if name not in kinds:
+                continue  # most headers: one membership test, nothing to check
+            kind = kinds[name]
             if kind == _HOST:
                 if has_host:
                     raise HTTPRequestError(400, "Duplicate Host header")
