@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest docs bench bench-quick bench-sighup fuzz soak clean
+.PHONY: run test lint typecheck pytest docs bench bench-quick bench-hotpath bench-sighup fuzz soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick $(ARGS)
+
+bench-hotpath: $(STAMP)
+	$(BIN)/python benchmarks/hotpath.py $(or $(WORKLOAD),plaintext) $(ARGS)
 
 bench-sighup: $(STAMP)
 	$(BIN)/python benchmarks/sighup_under_load.py $(ARGS)
