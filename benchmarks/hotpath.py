@@ -5,7 +5,8 @@ between batches, so what is measured is the server's own work per request: parsi
 application task, response head and body, keep-alive bookkeeping; no system calls. It is the tool
 behind the profile in docs/performance.md, not a comparison with other servers (run.py does that).
 
-Time per request (best of several rounds)::
+Time per request (best of several rounds); ``--server uvicorn`` runs uvicorn's protocols in the
+same harness::
 
     .venv/bin/python benchmarks/hotpath.py plaintext
     .venv/bin/python benchmarks/hotpath.py headers --http h11 --loop asyncio
@@ -106,19 +107,22 @@ class MemoryTransport(asyncio.Transport):
         return 0
 
 
-def measure(workload: str, http: str, loop_name: str, requests: int, rounds: int) -> float:
+def measure(server: str, workload: str, http: str, loop_name: str, requests: int, rounds: int) -> float:
     """Microseconds per request, the best of ``rounds`` runs of ``requests`` requests."""
-    from fulmen.config import Config
-    from fulmen.server import ServerState
+    if server == "uvicorn":  # the same harness around uvicorn's protocols, for comparison
+        from uvicorn.config import Config
+        from uvicorn.server import ServerState
+    else:
+        from fulmen.config import Config  # type: ignore[assignment]
+        from fulmen.server import ServerState  # type: ignore[assignment]
 
     app, request = WORKLOADS[workload]
     config = Config(app=app, http=http, loop=loop_name, access_log=False, log_level="warning", lifespan="off")
     config.load()
-    factory = config.get_loop_factory()
-    loop = factory() if factory is not None else asyncio.new_event_loop()
+    loop = uvloop_or_asyncio(loop_name)
     asyncio.set_event_loop(loop)
     state = ServerState()
-    state.default_headers = [(b"date", b"Fri, 27 Nov 2026 12:00:00 GMT")]
+    state.default_headers = [(b"date", b"Fri, 27 Nov 2026 12:00:00 GMT"), (b"server", server.encode())]
 
     async def drive() -> float:
         protocols = []
@@ -150,6 +154,14 @@ def measure(workload: str, http: str, loop_name: str, requests: int, rounds: int
         loop.close()
 
 
+def uvloop_or_asyncio(name: str) -> asyncio.AbstractEventLoop:
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def count_instructions(argv: list[str], workload: str) -> int:
     """Instructions per request under callgrind: the difference of a short and a long run."""
     if shutil.which("valgrind") is None:
@@ -171,18 +183,19 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--server", default="fulmen", choices=["fulmen", "uvicorn"])
     parser.add_argument("--http", default="httptools", choices=["httptools", "h11"])
     parser.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"])
     parser.add_argument("-n", "--requests", type=int, default=100_000, help="requests per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind")
     args = parser.parse_args()
-    label = f"{args.workload} ({args.http}, {args.loop})"
+    label = f"{args.server} {args.workload} ({args.http}, {args.loop})"
     if args.instructions:
-        argv = [args.workload, "--http", args.http, "--loop", args.loop]
+        argv = [args.workload, "--server", args.server, "--http", args.http, "--loop", args.loop]
         print(f"{label}: {count_instructions(argv, args.workload):,} instructions/request")
         return
-    micros = measure(args.workload, args.http, args.loop, args.requests, args.rounds)
+    micros = measure(args.server, args.workload, args.http, args.loop, args.requests, args.rounds)
     print(f"{label}: {micros:.2f} us/request")
 
 
