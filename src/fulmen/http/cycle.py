@@ -213,7 +213,7 @@ class RequestResponseCycle(ASGIExchange):
         if type(status) is not int or not 100 <= status <= 599:
             raise RuntimeError(f"Invalid HTTP status code '{status}' in response.")
         self.status = status
-        lines: list[bytes] = []
+        lines = [STATUS_LINES.get(status) or status_line(status)]
         content_length = -1
         app_chunked = False
         seen_defaults: set[bytes] | None = None
@@ -247,7 +247,6 @@ class RequestResponseCycle(ASGIExchange):
                     seen_defaults = seen_defaults or set()
                     seen_defaults.add(lname)
             lines += (lname, b": ", value, b"\r\n")
-        block = b"".join(lines)
         conn = self.conn
         if seen_defaults is None:
             defaults = conn.default_block
@@ -283,7 +282,9 @@ class RequestResponseCycle(ASGIExchange):
             end = b"connection: close\r\n" + end
         elif self.http10:
             end = b"connection: keep-alive\r\n" + end
-        return b"".join((STATUS_LINES.get(status) or status_line(status), block, defaults, end))
+        lines.append(defaults)
+        lines.append(end)
+        return b"".join(lines)
 
     def cork(self) -> None:
         """Hold what is pending until the next loop turn (one callback per turn for the whole server)."""
