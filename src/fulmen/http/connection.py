@@ -275,7 +275,7 @@ class HTTPConnection(ServerProtocol):
             if transfer_encoding.strip().lower() != b"chunked" or version == "1.0":
                 raise HTTPRequestError(400, "Invalid Transfer-Encoding")
 
-        if target[:1] == b"/":  # origin form: all but a few requests
+        if target[:1] == b"/":  # origin form, all but a few requests: inline (a call costs 1 % of one)
             raw_path, _, query = target.partition(b"?")
             fragment = query.find(b"#") if query else -1
             if fragment >= 0:
