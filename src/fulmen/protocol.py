@@ -87,6 +87,11 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         self.root_path_bytes = self.root_path.encode("ascii")
         self.asgi = {"version": config.asgi_version, "spec_version": "2.4"}
         self.scope_template = self.make_scope_template()
+        self.setup()
+
+    def setup(self) -> None:
+        """What a protocol adds to the shared state, at construction (subclasses extend this rather
+        than repeat the constructor's uvicorn-style signature)."""
 
     def http_scope(
         self,

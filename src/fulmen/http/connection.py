@@ -23,8 +23,7 @@ from fulmen.middleware.proxy_headers import apply_forwarding
 from fulmen.protocol import ServerProtocol
 
 if TYPE_CHECKING:
-    from fulmen.config import Config
-    from fulmen.server import ServerState
+    pass
 
 logger = logging.getLogger("fulmen.error")
 
@@ -85,22 +84,16 @@ class HTTPConnection(ServerProtocol):
         "ws_protocol_class",
     )
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self.ws_protocol_class: Any = config.ws_protocol_class
-        self.max_head_size: int = config.h11_max_incomplete_event_size
-        self.max_headers: int = config.limit_request_headers
-        self.timeout_keep_alive: float = config.timeout_keep_alive
-        self.timeout_request_header: float = config.timeout_request_header
-        self.connections = server_state.connections
+    def setup(self) -> None:
+        super().setup()
+        self.ws_protocol_class: Any = self.config.ws_protocol_class
+        self.max_head_size: int = self.config.h11_max_incomplete_event_size
+        self.max_headers: int = self.config.limit_request_headers
+        self.timeout_keep_alive: float = self.config.timeout_keep_alive
+        self.timeout_request_header: float = self.config.timeout_request_header
+        self.connections = self.server_state.connections
         # One queue of corked responses per server (a state without one, as uvicorn's: per connection).
-        corked: list[RequestResponseCycle] | None = getattr(server_state, "corked_cycles", None)
+        corked: list[RequestResponseCycle] | None = getattr(self.server_state, "corked_cycles", None)
         self.corked_cycles = [] if corked is None else corked
         # Only h11 needs a call between requests (a fresh state machine); llhttp goes on by itself.
         self.prepares_requests = type(self).prepare_next_request is not HTTPConnection.prepare_next_request
@@ -121,7 +114,7 @@ class HTTPConnection(ServerProtocol):
         self.ready: RequestResponseCycle | None = None  # parsed, to start when the parser returns
         self.default_source: list[tuple[bytes, bytes]] | None = None
         self.default_block = b""
-        if config.http2:
+        if self.config.http2:
             # Only with --http2: the first bytes go through detect_http2 once; no cost per request.
             self.preface = b""
             self.data_received = self.detect_http2  # type: ignore[method-assign]

@@ -6,9 +6,8 @@ h11 state machine (see :meth:`H11Protocol.prepare_next_request`).
 
 from __future__ import annotations
 
-import asyncio
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import h11
 from h11._readers import ChunkedReader
@@ -17,8 +16,7 @@ from fulmen.http.connection import HTTPConnection, HTTPRequestError
 from fulmen.http.wire import lax_framing
 
 if TYPE_CHECKING:
-    from fulmen.config import Config
-    from fulmen.server import ServerState
+    pass
 
 _MAX_CHUNK_SIZE = 1 << 64
 # A chunk-size line as llhttp accepts it: hex digits, then extensions without any whitespace.
@@ -28,14 +26,8 @@ _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)(?:;(?:%s+(?:=%s)?|=%s))*\r\n" % (_TOK
 
 
 class H11Protocol(HTTPConnection):
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
+    def setup(self) -> None:
+        super().setup()
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head_size)
         self.raw_head_size = 0  # bytes of the current request head as received (an upper bound)
         self.head_lines = 0  # lines of the current request head (h11 joins folded ones)

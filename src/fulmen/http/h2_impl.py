@@ -39,8 +39,7 @@ from fulmen.middleware.proxy_headers import rewrite_from_headers
 from fulmen.protocol import ServerProtocol
 
 if TYPE_CHECKING:
-    from fulmen.config import Config
-    from fulmen.server import ServerState
+    pass
 
 logger = logging.getLogger("fulmen.error")
 
@@ -320,18 +319,12 @@ class H2Stream(ASGIExchange):
 class H2Protocol(ServerProtocol):
     """One HTTP/2 connection: h2's events in, frames out, and a task for each stream."""
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self.connections = server_state.connections
-        self.max_head_size: int = config.h11_max_incomplete_event_size
-        self.max_headers: int = config.limit_request_headers
-        self.timeout_keep_alive: float = config.timeout_keep_alive
+    def setup(self) -> None:
+        super().setup()
+        self.connections = self.server_state.connections
+        self.max_head_size: int = self.config.h11_max_incomplete_event_size
+        self.max_headers: int = self.config.limit_request_headers
+        self.timeout_keep_alive: float = self.config.timeout_keep_alive
 
         self.h2c = h2.connection.H2Connection(config=_H2_CONFIG)
         self.streams: dict[int, H2Stream] = {}

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httptools
 
 from fulmen.http.connection import HTTPConnection, HTTPRequestError, logger
 
 if TYPE_CHECKING:
-    from fulmen.config import Config
-    from fulmen.server import ServerState
+    pass
 
 _METHODS: dict[bytes, str] = {}
 
@@ -30,14 +28,8 @@ class HttpToolsProtocol(HTTPConnection):
         "url",
     )
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
+    def setup(self) -> None:
+        super().setup()
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []

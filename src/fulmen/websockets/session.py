@@ -32,8 +32,7 @@ from fulmen.protocol import ServerProtocol
 from fulmen.websockets.frames import BINARY, TEXT, FrameReader, encode_frame
 
 if TYPE_CHECKING:
-    from fulmen.config import Config
-    from fulmen.server import ServerState
+    pass
 
 logger = logging.getLogger("fulmen.error")
 _TRACE = 5
@@ -86,19 +85,13 @@ def _truncate_reason(reason: str) -> str:
 class WebSocketSession(ServerProtocol):
     """One upgraded connection. Engine subclasses implement the hooks in the last section."""
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self.max_size: int = config.ws_max_size
-        self.max_queue: int = max(1, config.ws_max_queue)
-        self.ping_interval: float | None = config.ws_ping_interval or None
-        self.ping_timeout: float | None = config.ws_ping_timeout or None
-        self.per_message_deflate = bool(config.ws_per_message_deflate)
+    def setup(self) -> None:
+        super().setup()
+        self.max_size: int = self.config.ws_max_size
+        self.max_queue: int = max(1, self.config.ws_max_queue)
+        self.ping_interval: float | None = self.config.ws_ping_interval or None
+        self.ping_timeout: float | None = self.config.ws_ping_timeout or None
+        self.per_message_deflate = bool(self.config.ws_per_message_deflate)
 
         self.scope: dict[str, Any] = {}
         self.state = CONNECTING
