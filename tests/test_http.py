@@ -129,6 +129,70 @@ def test_http10_gets_no_chunked_response(http_impl: str) -> None:
         assert data.endswith(b"\r\n\r\nHello, world!")
 
 
+# Each case: what one send() carries, and the HTTP version the application must see for each request
+# in it. They probe where the httptools path reads the version from the data instead of asking llhttp:
+# a request that does not start the data, a request line split over two reads, bytes that look like
+# "HTTP/1.1" in a body or a target.
+_VERSION_CASES = {
+    "pipelined-1.1-then-1.0": (
+        [b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.0\r\n\r\n"],
+        ["1.1", "1.0"],
+    ),
+    "body-looks-like-request-line": (
+        [b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\nGET / HTTP/1.1\r\nGET / HTTP/1.0\r\n\r\n"],
+        ["1.1", "1.0"],
+    ),
+    "body-then-request-in-next-read": (
+        [
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\n",
+            b"GET / HTTP/1.1\r\nGET / HTTP/1.0\r\n\r\n",
+        ],
+        ["1.1", "1.0"],
+    ),
+    "request-line-split": ([b"GET / HTTP/1.", b"0\r\n\r\n"], ["1.0"]),
+    "target-contains-version": ([b"GET /HTTP/1.1\r\n HTTP/1.0\r\n\r\n"], []),  # a CR in the target: 400
+    "query-looks-like-version": ([b"GET /?v=HTTP/1.1 HTTP/1.0\r\n\r\n"], ["1.0"]),
+    "leading-crlf-1.0": ([b"\r\nGET / HTTP/1.0\r\n\r\n"], ["1.0"]),
+    "leading-crlf-1.1": ([b"\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"], ["1.1"]),
+    "plain-1.1": ([b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"], ["1.1"]),
+}
+
+
+async def _version_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the whole request body, then answers with the request's HTTP version."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    body = scope["http_version"].encode()
+    headers = [(b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize("case", sorted(_VERSION_CASES))
+def test_http_version_seen_by_the_app(http_impl: str, case: str) -> None:
+    sends, versions = _VERSION_CASES[case]
+    if case.startswith("leading-crlf") and http_impl == "h11":
+        versions = []  # h11 refuses an empty line before a request line (400); llhttp skips it
+    with run_server(_version_app, http=http_impl) as server:
+        with server.connect() as sock:
+            for index, data in enumerate(sends):
+                if index:
+                    time.sleep(0.05)  # a separate read on the server
+                sock.sendall(data)
+            seen = []
+            for _ in versions:
+                status, _, body = read_response(sock)
+                assert status == 200
+                seen.append(body.decode())
+            if not versions:
+                status, _, _ = read_response(sock)
+                assert status == 400
+            assert recv_all(sock) == b""  # and the connection closes (HTTP/1.0, or an error)
+        assert seen == versions
+
+
 def test_connection_close(http_impl: str) -> None:
     with run_server(apps.hello, http=http_impl) as server:
         with server.connect() as sock:

@@ -19,6 +19,7 @@ class HttpToolsProtocol(HTTPConnection):
 
     __slots__ = (
         "chunk_size",
+        "fresh_chunk",
         "head_bound",
         "headers",
         "parser",
@@ -35,6 +36,8 @@ class HttpToolsProtocol(HTTPConnection):
         self.headers: list[tuple[bytes, bytes]] = []
         self.received = 0  # bytes of the current head seen so far, for the size limit
         self.chunk_size = 0  # bytes of the data being parsed
+        # The data being parsed when it began between two requests (see on_headers_complete).
+        self.fresh_chunk: bytes | None = None
         self.head_bound = 0  # an upper bound of the current head's size
         self.trailer_size = 0  # bytes of trailers of a chunked body (never given to the app)
         self.trailing = b""
@@ -42,8 +45,13 @@ class HttpToolsProtocol(HTTPConnection):
     def feed(self, data: bytes) -> None:
         self.chunk_size = len(data)
         if self.head_started:
+            self.fresh_chunk = None
             self.received += len(data)
             self.head_bound += len(data)
+        elif self.cycle is None or not self.cycle.more_body:
+            self.fresh_chunk = data  # no head nor body under way: a request line starts this data
+        else:
+            self.fresh_chunk = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -100,4 +108,18 @@ class HttpToolsProtocol(HTTPConnection):
         if self.head_bound > self.max_head_size:
             size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in headers)
         self.trailer_size = 0
-        self.on_request(method_text, self.url, parser.get_http_version(), headers, size)
+        # get_http_version() formats a new string per request. The first request of data that began
+        # between requests starts the data (after any CR and LF, which llhttp skips), and llhttp takes
+        # no CR or LF inside a request line and needs CRLF right after the version: so when the bytes
+        # after "METHOD URL " (single spaces) are "HTTP/1.1\r\n", they are this request's version.
+        chunk = self.fresh_chunk
+        if chunk is not None:
+            self.fresh_chunk = None  # a later request in the same data starts somewhere inside it
+            start = len(method) + len(self.url) + 2
+            if chunk[start : start + 10] == b"HTTP/1.1\r\n":
+                version = "1.1"
+            else:
+                version = parser.get_http_version()
+        else:
+            version = parser.get_http_version()
+        self.on_request(method_text, self.url, version, headers, size)
