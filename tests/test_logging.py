@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from fulmen import Config
-from fulmen.logging import AccessFormatter, render_access_format
+from fulmen.access_log import AccessLogBuffer, log_access
+from fulmen.logging import DEFAULT_ACCESS_FORMAT, AccessFormatter, render_access_format
 from tests import apps
 from tests.conftest import free_port, run_server
 
@@ -238,3 +239,162 @@ def test_config_log_level_sets_the_loggers() -> None:
     assert logging.getLogger("fulmen.error").level == logging.WARNING
     for name in ("fulmen", "fulmen.error", "fulmen.access", "fulmen.asgi"):
         logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+@pytest.fixture
+def access_stream() -> Iterator[tuple[logging.StreamHandler[Any], Any]]:
+    """``fulmen.access`` set up as by default, writing to a StringIO; restored afterwards. (pytest adds
+    its capture handlers to non-propagating loggers when a test starts: tests call :func:`_only`.)"""
+    import io
+
+    logger = logging.getLogger("fulmen.access")
+    saved = (
+        logger.handlers[:],
+        logger.filters[:],
+        logger.level,
+        logger.propagate,
+        AccessFormatter.custom_format,
+    )
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(AccessFormatter(DEFAULT_ACCESS_FORMAT, use_colors=False))
+    logger.handlers, logger.filters = [handler], []
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    AccessFormatter.custom_format = None
+    yield handler, stream
+    logger.handlers, logger.filters, level, logger.propagate, AccessFormatter.custom_format = saved
+    logger.setLevel(level)
+
+
+_SCOPE: dict[str, Any] = {
+    "client": ("10.1.2.3", 5555),
+    "path": "/caf\u00e9 menu/x",
+    "query_string": b"a=1&b=%20",
+    "http_version": "1.1",
+    "headers": [(b"user-agent", b"tester/1"), (b"referer", b"http://r/")],
+}
+
+
+def _only(handler: logging.Handler) -> None:
+    """Leave ``handler`` the only handler of ``fulmen.access`` (without pytest's capture handlers)."""
+    logging.getLogger("fulmen.access").handlers = [handler]
+
+
+def _both_ways(handler: logging.StreamHandler[Any], stream: Any, status: int = 404) -> tuple[str, str]:
+    """The same request's access line through logging, and through an AccessLogBuffer."""
+    import asyncio
+
+    _only(handler)
+    log_access(_SCOPE, "GET", status, 12, time.monotonic())
+    through_logging = stream.getvalue()
+    stream.seek(0)
+    stream.truncate()
+    loop = asyncio.new_event_loop()
+    try:
+        buffer = AccessLogBuffer.refresh(None, loop)
+        assert buffer is not None, "the default setup should be buffered"
+        log_access(_SCOPE, "GET", status, 12, time.monotonic(), buffer)
+        assert stream.getvalue() == ""  # held until the loop turn ends
+        buffer.flush()
+    finally:
+        loop.close()
+    return through_logging, stream.getvalue()
+
+
+@pytest.mark.parametrize("use_colors", [False, True])
+@pytest.mark.parametrize("status", [200, 404, 599])
+def test_buffered_access_lines_are_the_lines_logging_writes(
+    access_stream: tuple[logging.StreamHandler[Any], Any], use_colors: bool, status: int
+) -> None:
+    handler, stream = access_stream
+    handler.setFormatter(AccessFormatter(DEFAULT_ACCESS_FORMAT, use_colors=use_colors))
+    through_logging, buffered = _both_ways(handler, stream, status)
+    assert buffered == through_logging
+    assert (ESC in buffered) is use_colors
+    if not use_colors:
+        assert buffered.startswith('INFO:     10.1.2.3:5555 - "GET /caf%C3%A9%20menu/x?a=1&b=%20 HTTP/1.1" ')
+
+
+def test_buffered_access_lines_with_a_custom_format(
+    access_stream: tuple[logging.StreamHandler[Any], Any],
+) -> None:
+    handler, stream = access_stream
+    AccessFormatter.custom_format = "{client} {method} {path} {query} {status} {user_agent} {referer} {bytes}"
+    through_logging, buffered = _both_ways(handler, stream)
+    assert (
+        buffered
+        == through_logging
+        == "10.1.2.3:5555 GET /caf\u00e9 menu/x a=1&b=%20 404 tester/1 http://r/ 12\n"
+    )
+
+
+def test_access_buffer_only_while_logging_is_set_up_as_by_default(
+    access_stream: tuple[logging.StreamHandler[Any], Any],
+) -> None:
+    import asyncio
+
+    handler, _ = access_stream
+    _only(handler)
+    logger = logging.getLogger("fulmen.access")
+    loop = asyncio.new_event_loop()
+    try:
+        buffer = AccessLogBuffer.refresh(None, loop)
+        assert buffer is not None
+        assert AccessLogBuffer.refresh(buffer, loop) is buffer  # unchanged: the same buffer
+        changes = [
+            lambda: logger.addFilter(lambda record: True),
+            lambda: logger.setLevel(logging.WARNING),
+            lambda: handler.setLevel(logging.ERROR),
+            lambda: handler.addFilter(lambda record: True),
+            lambda: logger.addHandler(logging.NullHandler()),
+            lambda: handler.setFormatter(AccessFormatter("%(asctime)s %(client_addr)s", use_colors=False)),
+            lambda: handler.setFormatter(logging.Formatter()),
+            lambda: (
+                setattr(logger, "propagate", True) or logging.getLogger().addHandler(logging.NullHandler())
+            ),
+        ]
+        for change in changes:
+            state = (logger.filters[:], logger.level, handler.level, handler.filters[:], logger.handlers[:])
+            formatter, root_handlers = handler.formatter, logging.getLogger().handlers[:]
+            change()
+            assert AccessLogBuffer.refresh(buffer, loop) is None
+            logger.filters, _, _, handler.filters, logger.handlers = state
+            logger.setLevel(state[1])
+            handler.setLevel(state[2])
+            handler.setFormatter(formatter)
+            logger.propagate = False
+            logging.getLogger().handlers = root_handlers
+            assert AccessLogBuffer.refresh(None, loop) is not None
+    finally:
+        loop.close()
+
+
+def test_every_access_line_written_whole_and_once_under_load(cli: Any) -> None:
+    """2,000 requests on 20 pipelining connections, then SIGTERM: stdout has each line once, whole."""
+    import socket
+
+    port = free_port()
+    process = cli("tests.apps:hello", "--port", str(port))
+    assert process.wait_for("Fulmen running on"), process.output
+    request = b"GET /n HTTP/1.1\r\nHost: x\r\n\r\n"
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(20)]
+    try:
+        for sock in sockets:
+            sock.sendall(request * 100)
+        for sock in sockets:
+            received = b""
+            deadline = time.monotonic() + 20
+            while received.count(b"Hello, world!") < 100 and time.monotonic() < deadline:
+                received += sock.recv(65536)
+            assert received.count(b"Hello, world!") == 100
+    finally:
+        for sock in sockets:
+            sock.close()
+    process.process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == 0, process.output
+    lines = [line for line in process.lines if '"GET /n HTTP/1.1"' in line]
+    assert len(lines) == 2000, process.output[-2000:]
+    assert all(
+        re.fullmatch(r'INFO:     127\.0\.0\.1:\d+ - "GET /n HTTP/1\.1" 200 OK', line) for line in lines
+    )

@@ -2,30 +2,62 @@
 
 The fields are built only when the line is logged, and passed to the formatters in
 ``record.access`` (see :mod:`fulmen.logging`), so text, custom and JSON formats read the same data.
+
+When ``fulmen.access`` is set up as by default (one stream handler with fulmen's text formatter), an
+:class:`AccessLogBuffer` writes the same lines without the logging machinery: a ``LogRecord``, a
+formatter's copy of it, a lock and a flush per request cost more than the request itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import urllib.parse
 from typing import Any
 
+from fulmen.logging import DEFAULT_ACCESS_FORMAT, AccessFormatter, level_prefix, render_access_format
+
 access_logger = logging.getLogger("fulmen.access")
 
+_SAFE_PATH_CHARACTERS = "/?=&%:;@+$,!~*'()[]"
+_QUOTED_PATHS: dict[str, str] = {}
+_QUOTED_PATHS_LIMIT = 1024
+#: At most this many characters per write of buffered lines: at most 4,096 bytes (PIPE_BUF) once
+#: encoded, so that lines written to one pipe by several worker processes never interleave.
+_WRITE_CHARACTERS = 2048
 
-def log_access(scope: dict[str, Any], method: str, status: int, bytes_sent: int, started_at: float) -> None:
+
+def quoted_full_path(scope: dict[str, Any]) -> str:
+    """The request's path and query as the access line shows them (percent-quoted; cached)."""
     query = scope["query_string"].decode("latin-1")
-    path = scope["path"]
-    full_path = f"{path}?{query}" if query else path
+    full_path = f"{scope['path']}?{query}" if query else scope["path"]
+    quoted = _QUOTED_PATHS.get(full_path)
+    if quoted is None:
+        quoted = urllib.parse.quote(full_path, safe=_SAFE_PATH_CHARACTERS)
+        if len(full_path) <= 256:
+            if len(_QUOTED_PATHS) >= _QUOTED_PATHS_LIMIT:
+                _QUOTED_PATHS.clear()
+            _QUOTED_PATHS[full_path] = quoted
+    return quoted
+
+
+def client_text(scope: dict[str, Any]) -> str:
     client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else ""
+
+
+def access_fields(
+    scope: dict[str, Any], method: str, status: int, bytes_sent: int, started_at: float
+) -> dict[str, Any]:
+    """Every field an access format may name (see :data:`fulmen.logging.ACCESS_FIELDS`)."""
     headers = dict(scope["headers"])
-    fields = {
-        "client": f"{client[0]}:{client[1]}" if client else "",
+    return {
+        "client": client_text(scope),
         "method": method,
-        "path": path,
-        "full_path": urllib.parse.quote(full_path, safe="/?=&%:;@+$,!~*'()[]"),
-        "query": query,
+        "path": scope["path"],
+        "full_path": quoted_full_path(scope),
+        "query": scope["query_string"].decode("latin-1"),
         "http_version": scope["http_version"],
         "status": status,
         "bytes": bytes_sent,
@@ -34,6 +66,21 @@ def log_access(scope: dict[str, Any], method: str, status: int, bytes_sent: int,
         "referer": headers.get(b"referer", b"-").decode("latin-1"),
         "request_id": headers.get(b"x-request-id", b"-").decode("latin-1"),
     }
+
+
+def log_access(
+    scope: dict[str, Any],
+    method: str,
+    status: int,
+    bytes_sent: int,
+    started_at: float,
+    buffer: AccessLogBuffer | None = None,
+) -> None:
+    """Log one access line: through ``buffer`` when the server has one, else through logging."""
+    if buffer is not None:
+        buffer.add(scope, method, status, bytes_sent, started_at)
+        return
+    fields = access_fields(scope, method, status, bytes_sent, started_at)
     access_logger.info(
         '%s - "%s %s HTTP/%s" %d',
         fields["client"],
@@ -43,3 +90,110 @@ def log_access(scope: dict[str, Any], method: str, status: int, bytes_sent: int,
         status,
         extra={"access": fields},
     )
+
+
+def _logging_setup() -> tuple[Any, ...] | None:
+    """What decides how ``fulmen.access`` lines come out, when an :class:`AccessLogBuffer` can write
+    them exactly as logging would; None when they must go through logging."""
+    logger = access_logger
+    if logger.disabled or logger.filters or not logger.isEnabledFor(logging.INFO):
+        return None
+    handlers: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:  # the handlers logging would call: up the tree until propagate is off
+        handlers.extend(current.handlers)
+        current = current.parent if current.propagate else None
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if type(handler) not in (logging.StreamHandler, logging.FileHandler) or handler.filters:
+        return None
+    assert isinstance(handler, logging.StreamHandler)
+    formatter = handler.formatter
+    if handler.level > logging.INFO or handler.stream is None or type(formatter) is not AccessFormatter:
+        return None
+    custom = formatter.custom_format
+    percent_style = type(formatter._style) is logging.PercentStyle
+    default_format = formatter._fmt == DEFAULT_ACCESS_FORMAT and percent_style
+    if custom is None and not default_format:
+        return None
+    return (handler, formatter, formatter._fmt, custom, formatter.use_colors, handler.terminator)
+
+
+class AccessLogBuffer:
+    """Access lines formatted as fulmen's :class:`~fulmen.logging.AccessFormatter` formats them and
+    written to its handler's stream, all the lines of one loop turn at once (under the handler's lock).
+
+    One per server, used only while ``fulmen.access`` is set up as by default: :meth:`refresh`
+    (at startup, then once a second) checks that and falls back to logging when it changes.
+    """
+
+    def __init__(self, setup: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> None:
+        self.setup = setup
+        handler, formatter, _, custom, use_colors, terminator = setup
+        self.handler: logging.StreamHandler[Any] = handler
+        self.formatter: AccessFormatter = formatter
+        self.custom_format: str | None = custom
+        self.terminator: str = terminator
+        self.prefix = level_prefix(logging.INFO, "INFO", use_colors)
+        self.loop = loop
+        self.lines: list[str] = []
+
+    @classmethod
+    def refresh(
+        cls, current: AccessLogBuffer | None, loop: asyncio.AbstractEventLoop
+    ) -> AccessLogBuffer | None:
+        """The buffer for the logging setup now: ``current`` while the setup is unchanged, a new
+        one when it changed, None when the lines must go through logging."""
+        setup = _logging_setup()
+        if current is not None:
+            if setup == current.setup:
+                return current
+            current.flush()
+        return None if setup is None else cls(setup, loop)
+
+    def add(
+        self, scope: dict[str, Any], method: str, status: int, bytes_sent: int, started_at: float
+    ) -> None:
+        if self.custom_format is not None:
+            fields = access_fields(scope, method, status, bytes_sent, started_at)
+            line = render_access_format(self.custom_format, fields)
+        else:
+            fields = {
+                "client": client_text(scope),
+                "method": method,
+                "full_path": quoted_full_path(scope),
+                "http_version": scope["http_version"],
+                "status": status,
+            }
+            values = self.formatter.access_values(fields)
+            values["levelprefix"] = self.prefix
+            line = DEFAULT_ACCESS_FORMAT % values
+        lines = self.lines
+        lines.append(line + self.terminator)
+        if len(lines) == 1:
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the buffered lines, a few KiB per write."""
+        lines = self.lines
+        if not lines:
+            return
+        self.lines = []
+        handler = self.handler
+        handler.acquire()
+        try:
+            stream = handler.stream
+            start = 0
+            while start < len(lines):
+                end, size = start, 0
+                while end < len(lines) and (end == start or size + len(lines[end]) <= _WRITE_CHARACTERS):
+                    size += len(lines[end])
+                    end += 1
+                stream.write("".join(lines[start:end]) if end - start > 1 else lines[start])
+                stream.flush()
+                start = end
+        except Exception:
+            handler.handleError(logging.makeLogRecord({"name": access_logger.name, "msg": lines[0]}))
+        finally:
+            handler.release()

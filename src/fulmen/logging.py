@@ -54,12 +54,30 @@ _LEVEL_COLOURS: dict[int, Any] = {
 }
 
 
+_STATUS_PHRASES: dict[int, str] = {}
+
+
 def _status_phrase(status: int) -> str:
-    try:
-        phrase = http.HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    return f"{status} {phrase}"  # "599 " for an unknown status, as uvicorn prints it
+    """``"200 OK"``; ``"599 "`` for an unknown status, as uvicorn prints it (cached: once per status)."""
+    text = _STATUS_PHRASES.get(status)
+    if text is None:
+        try:
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        text = f"{status} {phrase}"
+        if 100 <= status <= 999:
+            _STATUS_PHRASES[status] = text
+    return text
+
+
+def level_prefix(levelno: int, levelname: str, use_colors: bool) -> str:
+    """What ``%(levelprefix)s`` stands for: the level name and a colon, padded, coloured on a terminal."""
+    padding = " " * (8 - len(levelname))
+    if use_colors:
+        colour = _LEVEL_COLOURS.get(levelno)
+        levelname = colour(levelname) if colour else levelname
+    return f"{levelname}:{padding}"
 
 
 class ColourizedFormatter(logging.Formatter):
@@ -77,20 +95,19 @@ class ColourizedFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record = copy(record)
-        levelname = record.levelname
-        padding = " " * (8 - len(levelname))
-        if self.use_colors:
-            colour = _LEVEL_COLOURS.get(record.levelno)
-            levelname = colour(levelname) if colour else levelname
-            if "color_message" in record.__dict__:
-                record.msg = record.__dict__["color_message"]
-                record.__dict__["message"] = record.getMessage()
-        record.__dict__["levelprefix"] = f"{levelname}:{padding}"
+        if self.use_colors and "color_message" in record.__dict__:
+            record.msg = record.__dict__["color_message"]
+            record.__dict__["message"] = record.getMessage()
+        record.__dict__["levelprefix"] = level_prefix(record.levelno, record.levelname, self.use_colors)
         return super().formatMessage(record)
 
 
 class DefaultFormatter(ColourizedFormatter):
     """The formatter of ``fulmen.error``."""
+
+
+#: The default format of access lines (uvicorn's).
+DEFAULT_ACCESS_FORMAT = '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s'
 
 
 class AccessFormatter(ColourizedFormatter):
@@ -108,16 +125,18 @@ class AccessFormatter(ColourizedFormatter):
         if self.custom_format is not None:
             return render_access_format(self.custom_format, fields)
         record = copy(record)
+        record.__dict__.update(self.access_values(fields))
+        return super().formatMessage(record)
+
+    def access_values(self, fields: dict[str, Any]) -> dict[str, str]:
+        """``client_addr``, ``request_line`` and ``status_code`` of an access line's fields (the
+        ``client``, ``method``, ``full_path``, ``http_version`` and ``status`` of the request)."""
         status = _status_phrase(fields["status"])
+        request_line = f"{fields['method']} {fields['full_path']} HTTP/{fields['http_version']}"
         if self.use_colors:
             status = click.style(status, fg=_status_colour(fields["status"]))
-        request_line = f"{fields['method']} {fields['full_path']} HTTP/{fields['http_version']}"
-        record.__dict__.update(
-            client_addr=fields["client"],
-            request_line=click.style(request_line, bold=True) if self.use_colors else request_line,
-            status_code=status,
-        )
-        return super().formatMessage(record)
+            request_line = click.style(request_line, bold=True)
+        return {"client_addr": fields["client"], "request_line": request_line, "status_code": status}
 
 
 def _status_colour(status: int) -> str:
@@ -175,7 +194,7 @@ def logging_config(log_format: str = "default") -> dict[str, Any]:
             },
             "access": {
                 "()": "fulmen.logging.AccessFormatter",
-                "fmt": '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+                "fmt": DEFAULT_ACCESS_FORMAT,
             },
         }
     return {

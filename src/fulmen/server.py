@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from fulmen.access_log import AccessLogBuffer
 from fulmen.config import Config
 from fulmen.options import STARTUP_FAILURE
 
@@ -43,6 +44,9 @@ class ServerState:
         self.default_headers: list[tuple[bytes, bytes]] = []
         #: HTTP/1.1 responses with bytes held back until the next loop turn (one callback for all).
         self.corked_cycles: list[Any] = []
+        #: Writes access lines without the logging machinery while the access logger is set up as
+        #: by default (None: through logging); the server refreshes it once a second.
+        self.access_buffer: AccessLogBuffer | None = None
         #: ``--limit-max-requests`` (with its jitter): on reaching it, ``on_max_requests`` is called.
         self.max_requests: int | None = None
         self.on_max_requests: Callable[[], None] | None = None
@@ -137,6 +141,7 @@ class Server:
         self._draw_request_limit()
         self.server_state.max_requests = self.limit_max_requests
         self.server_state.on_max_requests = self._on_max_requests
+        self.refresh_access_buffer()
 
         def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
             assert self.lifespan is not None
@@ -210,6 +215,13 @@ class Server:
             )
             logger.info(message, scheme, host, port, extra={"color_message": color_message})
 
+    def refresh_access_buffer(self) -> None:
+        """Access lines without the logging machinery while ``fulmen.access`` is set up as by default;
+        through logging as soon as that changes (a handler, filter or level set at run time)."""
+        state = self.server_state
+        if self.config.access_log:
+            state.access_buffer = AccessLogBuffer.refresh(state.access_buffer, asyncio.get_running_loop())
+
     def update_default_headers(self) -> None:
         headers: list[tuple[bytes, bytes]] = []
         if self.config.date_header:
@@ -228,6 +240,7 @@ class Server:
         # Once a second: refresh the date header, report progress to a supervisor.
         if counter % 10 == 0:
             self.update_default_headers()
+            self.refresh_access_buffer()
             progress = self.config.callback_progress
             if progress is not None:
                 progress()
@@ -289,6 +302,8 @@ class Server:
 
         if self.lifespan is not None and not self.force_exit:
             await self.lifespan.shutdown()
+        if self.server_state.access_buffer is not None:
+            self.server_state.access_buffer.flush()
 
     async def _wait_tasks_to_complete(self) -> None:
         state = self.server_state

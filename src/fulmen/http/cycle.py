@@ -352,7 +352,9 @@ class RequestResponseCycle(ASGIExchange):
             self.wake()
         conn = self.conn
         if conn.access_log:
-            log_access(self.scope, self.scope["method"], self.status, self.bytes_sent, self.started_at)
+            buffer = conn.server_state.access_buffer
+            scope = self.scope
+            log_access(scope, scope["method"], self.status, self.bytes_sent, self.started_at, buffer)
         conn.on_response_complete(self)
 
 

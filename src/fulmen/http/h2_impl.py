@@ -312,7 +312,9 @@ class H2Stream(ASGIExchange):
         self.response_complete = True
         self.wake_reader()
         if self.conn.access_log:
-            log_access(self.scope, self.scope["method"], self.status, self.bytes_sent, self.started_at)
+            buffer = self.conn.server_state.access_buffer
+            scope = self.scope
+            log_access(scope, scope["method"], self.status, self.bytes_sent, self.started_at, buffer)
         self.conn.on_response_complete(self)
 
 

@@ -501,7 +501,8 @@ class WebSocketSession(ServerProtocol):
         """One access line per handshake, in the HTTP format, with ``WebSocket`` as the method."""
         self.status = status
         if self.access_log:
-            log_access(self.scope, "WebSocket", status, self.bytes_sent, self.started_at)
+            buffer = self.server_state.access_buffer
+            log_access(self.scope, "WebSocket", status, self.bytes_sent, self.started_at, buffer)
 
     # -- the engine: implemented by the adapters
 
