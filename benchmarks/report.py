@@ -34,7 +34,8 @@ def markdown(doc: dict[str, Any]) -> str:
     pkgs = ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v)
     conns = ", ".join(map(str, cfg["connections"]))
     lines = [
-        f"`--http {cfg['http']} --loop {cfg['loop']} --workers {cfg['workers']}`, "
+        f"`--http {cfg['http']} --loop {cfg['loop']} --workers {cfg['workers']}`"
+        f"{', access log on' if cfg.get('access_log') else ''}, "
         f"{cfg['rounds']} rounds x {cfg['duration']} s, {conns} connections; "
         f"git {str(git['revision'])[:10]}{' (dirty)' if git['dirty'] else ''}; "
         f"{machine['cpu_model']} ({machine['cpu_count']} CPUs), Python {machine['python']}; {pkgs}.",

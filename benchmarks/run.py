@@ -191,6 +191,7 @@ class Config:
     json_path: str | None
     chart_path: str | None
     quick: bool
+    access_log: bool = False
 
 
 def server_kind(name: str) -> str:
@@ -209,8 +210,9 @@ def server_command(name: str, workload: str, port: int, cfg: Config) -> list[str
             "--host", HOST, "--port", str(port),
             "--http", cfg.http, "--loop", cfg.loop,
             "--workers", str(cfg.workers),
-            "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
+        # The access log as both servers write it by default (to a file here), or off.
+        cmd += ["--log-level", "info"] if cfg.access_log else ["--no-access-log", "--log-level", "warning"]
     elif name == "granian":
         # Granian has its own HTTP stack (no --http httptools|h11); its access log is off by default.
         cmd = [
@@ -219,6 +221,8 @@ def server_command(name: str, workload: str, port: int, cfg: Config) -> list[str
             "--workers", str(cfg.workers), "--loop", cfg.loop,
             "--log-level", "warning", target,
         ]  # fmt: skip
+        if cfg.access_log:
+            cmd.insert(-1, "--access-log")
     else:
         raise ValueError(f"unknown server {name!r}")
     if cfg.pin:
@@ -876,6 +880,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--http", default="httptools", choices=("httptools", "h11"))
     p.add_argument("--loop", default="uvloop", choices=("uvloop", "asyncio"))
     p.add_argument("--pure-python", action="store_true", help="shorthand for --http h11 --loop asyncio")
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        help="servers write their access log, as by default (off otherwise: --no-access-log)",
+    )
     p.add_argument("--baseline", default="uvicorn", help="server the ratios are relative to")
     p.add_argument("--json", dest="json_path", metavar="OUT.json", help="write full results to this file")
     p.add_argument("--chart", dest="chart_path", metavar="OUT.png",
@@ -966,6 +975,7 @@ def build_config(ns: argparse.Namespace) -> Config:
         json_path=ns.json_path,
         chart_path=chart_path,
         quick=ns.quick,
+        access_log=ns.access_log,
     )
 
 
@@ -1056,7 +1066,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pinning = f"pinned server=CPU{cfg.server_cpu} client=CPU{cfg.client_cpu}" if cfg.pin else "unpinned"
     print(
         f"{len(plan)} runs ({', '.join(cfg.servers)} x {', '.join(cfg.workloads)} x c={cfg.connections} "
-        f"x {cfg.rounds} round(s)), --http {cfg.http} --loop {cfg.loop} --workers {cfg.workers}, "
+        f"x {cfg.rounds} round(s)), --http {cfg.http} --loop {cfg.loop} --workers {cfg.workers}"
+        f"{', access log on' if cfg.access_log else ''}, "
         f"{pinning}; "
         f"about {len(plan) * per_run // 60 + 1} min",
         flush=True,

@@ -168,6 +168,8 @@ def test_embedded_program_gets_keyboard_interrupt_after_graceful_shutdown(tmp_pa
     process.send_signal(signal.SIGINT)
     code, output = _finish(process)
     assert code == 0, output
+    for line in ("Application shutdown complete.", "KeyboardInterrupt reached the program"):
+        assert line in output, output
     assert output.index("Application shutdown complete.") < output.index(
         "KeyboardInterrupt reached the program"
     )
