@@ -21,6 +21,7 @@ import click
 
 from fulmen.access_log import AccessLogBuffer
 from fulmen.config import Config
+from fulmen.heap import settle_heap_thresholds
 from fulmen.options import STARTUP_FAILURE
 
 if TYPE_CHECKING:
@@ -135,6 +136,7 @@ class Server:
         if self.lifespan.should_exit:
             self.should_exit = True
             return
+        settle_heap_thresholds()
 
         loop = asyncio.get_running_loop()
         self.update_default_headers()
