@@ -75,9 +75,14 @@ def test_sigterm_before_any_request(cli: Any) -> None:
     assert process.wait(10) == 0
 
 
+# A program started from a shell's background job inherits SIGINT ignored, and Python then leaves it
+# ignored (no KeyboardInterrupt): the programs start as an interactive one would, whatever ran pytest.
+_INTERACTIVE_SIGINT = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
 def _program(tmp_path: Path, source: str) -> subprocess.Popen[str]:
     script = tmp_path / "program.py"
-    script.write_text(textwrap.dedent(source))
+    script.write_text(_INTERACTIVE_SIGINT + textwrap.dedent(source))
     return subprocess.Popen(
         [sys.executable, str(script)],
         cwd=str(ROOT),
