@@ -398,3 +398,26 @@ def test_every_access_line_written_whole_and_once_under_load(cli: Any) -> None:
     assert all(
         re.fullmatch(r'INFO:     127\.0\.0\.1:\d+ - "GET /n HTTP/1\.1" 200 OK', line) for line in lines
     )
+
+
+def test_buffered_json_access_lines_are_the_lines_logging_writes(
+    access_stream: tuple[logging.StreamHandler[Any], Any],
+) -> None:
+    from fulmen.logging import JSONFormatter
+
+    handler, stream = access_stream
+    handler.setFormatter(JSONFormatter())
+    through_logging, buffered = _both_ways(handler, stream)
+    theirs, ours = json.loads(through_logging), json.loads(buffered)
+    assert buffered.endswith("}\n") and buffered.count("\n") == 1
+    for document in (theirs, ours):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", document.pop("time"))
+        document.pop("duration_ms")
+    assert ours == theirs
+    assert ours["message"] == '10.1.2.3:5555 - "GET /caf%C3%A9%20menu/x?a=1&b=%20 HTTP/1.1" 404'
+    assert (ours["level"], ours["logger"], ours["user_agent"], ours["bytes"]) == (
+        "info",
+        "fulmen.access",
+        "tester/1",
+        12,
+    )

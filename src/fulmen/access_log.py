@@ -3,23 +3,32 @@
 The fields are built only when the line is logged, and passed to the formatters in
 ``record.access`` (see :mod:`fulmen.logging`), so text, custom and JSON formats read the same data.
 
-When ``fulmen.access`` is set up as by default (one stream handler with fulmen's text formatter), an
-:class:`AccessLogBuffer` writes the same lines without the logging machinery: a ``LogRecord``, a
-formatter's copy of it, a lock and a flush per request cost more than the request itself.
+When ``fulmen.access`` is set up as by default (one stream handler with fulmen's text or JSON
+formatter), an :class:`AccessLogBuffer` writes the same lines without the logging machinery: a
+``LogRecord``, a formatter's copy of it, a lock and a flush per request cost more than the request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import urllib.parse
 from typing import Any
 
-from fulmen.logging import DEFAULT_ACCESS_FORMAT, AccessFormatter, level_prefix, render_access_format
+from fulmen.logging import (
+    DEFAULT_ACCESS_FORMAT,
+    AccessFormatter,
+    JSONFormatter,
+    level_prefix,
+    render_access_format,
+)
 
 access_logger = logging.getLogger("fulmen.access")
 
+#: The message of an access record (its arguments are uvicorn's five).
+_ACCESS_MESSAGE = '%s - "%s %s HTTP/%s" %d'
 _SAFE_PATH_CHARACTERS = "/?=&%:;@+$,!~*'()[]"
 _QUOTED_PATHS: dict[str, str] = {}
 _QUOTED_PATHS_LIMIT = 1024
@@ -82,7 +91,7 @@ def log_access(
         return
     fields = access_fields(scope, method, status, bytes_sent, started_at)
     access_logger.info(
-        '%s - "%s %s HTTP/%s" %d',
+        _ACCESS_MESSAGE,
         fields["client"],
         method,
         fields["full_path"],
@@ -110,7 +119,11 @@ def _logging_setup() -> tuple[Any, ...] | None:
         return None
     assert isinstance(handler, logging.StreamHandler)
     formatter = handler.formatter
-    if handler.level > logging.INFO or handler.stream is None or type(formatter) is not AccessFormatter:
+    if handler.level > logging.INFO or handler.stream is None:
+        return None
+    if type(formatter) is JSONFormatter:
+        return (handler, formatter, None, None, False, handler.terminator)
+    if type(formatter) is not AccessFormatter:
         return None
     custom = formatter.custom_format
     percent_style = type(formatter._style) is logging.PercentStyle
@@ -121,8 +134,9 @@ def _logging_setup() -> tuple[Any, ...] | None:
 
 
 class AccessLogBuffer:
-    """Access lines formatted as fulmen's :class:`~fulmen.logging.AccessFormatter` formats them and
-    written to its handler's stream, all the lines of one loop turn at once (under the handler's lock).
+    """Access lines formatted as fulmen's :class:`~fulmen.logging.AccessFormatter` (or
+    :class:`~fulmen.logging.JSONFormatter`) formats them and written to its handler's stream, all the
+    lines of one loop turn at once (under the handler's lock).
 
     One per server, used only while ``fulmen.access`` is set up as by default: :meth:`refresh`
     (at startup, then once a second) checks that and falls back to logging when it changes.
@@ -132,7 +146,7 @@ class AccessLogBuffer:
         self.setup = setup
         handler, formatter, _, custom, use_colors, terminator = setup
         self.handler: logging.StreamHandler[Any] = handler
-        self.formatter: AccessFormatter = formatter
+        self.formatter: AccessFormatter | JSONFormatter = formatter
         self.custom_format: str | None = custom
         self.terminator: str = terminator
         self.prefix = level_prefix(logging.INFO, "INFO", use_colors)
@@ -155,7 +169,22 @@ class AccessLogBuffer:
     def add(
         self, scope: dict[str, Any], method: str, status: int, bytes_sent: int, started_at: float
     ) -> None:
-        if self.custom_format is not None:
+        formatter = self.formatter
+        if type(formatter) is JSONFormatter:
+            fields = access_fields(scope, method, status, bytes_sent, started_at)
+            created = time.time()
+            message = _ACCESS_MESSAGE % (
+                fields["client"],
+                method,
+                fields["full_path"],
+                fields["http_version"],
+                status,
+            )
+            document = formatter.document(
+                created, (created - int(created)) * 1000, "INFO", access_logger.name, message, fields
+            )
+            line = json.dumps(document, default=str)
+        elif self.custom_format is not None:
             fields = access_fields(scope, method, status, bytes_sent, started_at)
             line = render_access_format(self.custom_format, fields)
         else:
@@ -166,7 +195,8 @@ class AccessLogBuffer:
                 "http_version": scope["http_version"],
                 "status": status,
             }
-            values = self.formatter.access_values(fields)
+            assert isinstance(formatter, AccessFormatter)
+            values = formatter.access_values(fields)
             values["levelprefix"] = self.prefix
             line = DEFAULT_ACCESS_FORMAT % values
         lines = self.lines

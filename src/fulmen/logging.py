@@ -163,19 +163,28 @@ class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and the access fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
         fields: dict[str, Any] | None = getattr(record, "access", None)
-        if fields is not None:
-            data.update({name: fields.get(name) for name in ACCESS_FIELDS})
+        data = self.document(
+            record.created, record.msecs, record.levelname, record.name, record.getMessage(), fields
+        )
         if record.exc_info:
             data["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
+
+    @staticmethod
+    def document(
+        created: float, msecs: float, levelname: str, name: str, message: str, fields: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The object of one line (without ``exc_info``), from what a ``LogRecord`` would carry."""
+        data: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(msecs):03d}Z",
+            "level": levelname.lower(),
+            "logger": name,
+            "message": message,
+        }
+        if fields is not None:
+            data.update({name: fields.get(name) for name in ACCESS_FIELDS})
+        return data
 
 
 def logging_config(log_format: str = "default") -> dict[str, Any]:
