@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import urllib.parse
+from dataclasses import dataclass
 from typing import Any
 
 from fulmen.logging import (
@@ -90,18 +91,26 @@ def log_access(
         buffer.add(scope, method, status, bytes_sent, started_at)
         return
     fields = access_fields(scope, method, status, bytes_sent, started_at)
-    access_logger.info(
-        _ACCESS_MESSAGE,
-        fields["client"],
-        method,
-        fields["full_path"],
-        fields["http_version"],
-        status,
-        extra={"access": fields},
-    )
+    access_logger.info(_ACCESS_MESSAGE, *_message_args(fields), extra={"access": fields})
 
 
-def _logging_setup() -> tuple[Any, ...] | None:
+def _message_args(fields: dict[str, Any]) -> tuple[Any, ...]:
+    return (fields["client"], fields["method"], fields["full_path"], fields["http_version"], fields["status"])
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """How ``fulmen.access`` is set up, as far as the lines it writes depend on it."""
+
+    handler: logging.StreamHandler[Any]
+    formatter: AccessFormatter | JSONFormatter
+    fmt: str | None  # the formatter's own format: changed on the same formatter, the setup changed
+    custom_format: str | None
+    use_colors: bool
+    terminator: str
+
+
+def _logging_setup() -> _Setup | None:
     """What decides how ``fulmen.access`` lines come out, when an :class:`AccessLogBuffer` can write
     them exactly as logging would; None when they must go through logging."""
     logger = access_logger
@@ -122,7 +131,7 @@ def _logging_setup() -> tuple[Any, ...] | None:
     if handler.level > logging.INFO or handler.stream is None:
         return None
     if type(formatter) is JSONFormatter:
-        return (handler, formatter, None, None, False, handler.terminator)
+        return _Setup(handler, formatter, None, None, False, handler.terminator)
     if type(formatter) is not AccessFormatter:
         return None
     custom = formatter.custom_format
@@ -130,7 +139,7 @@ def _logging_setup() -> tuple[Any, ...] | None:
     default_format = formatter._fmt == DEFAULT_ACCESS_FORMAT and percent_style
     if custom is None and not default_format:
         return None
-    return (handler, formatter, formatter._fmt, custom, formatter.use_colors, handler.terminator)
+    return _Setup(handler, formatter, formatter._fmt, custom, formatter.use_colors, handler.terminator)
 
 
 class AccessLogBuffer:
@@ -142,14 +151,13 @@ class AccessLogBuffer:
     (at startup, then once a second) checks that and falls back to logging when it changes.
     """
 
-    def __init__(self, setup: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, setup: _Setup, loop: asyncio.AbstractEventLoop) -> None:
         self.setup = setup
-        handler, formatter, _, custom, use_colors, terminator = setup
-        self.handler: logging.StreamHandler[Any] = handler
-        self.formatter: AccessFormatter | JSONFormatter = formatter
-        self.custom_format: str | None = custom
-        self.terminator: str = terminator
-        self.prefix = level_prefix(logging.INFO, "INFO", use_colors)
+        self.handler = setup.handler
+        self.formatter = setup.formatter
+        self.custom_format = setup.custom_format
+        self.terminator = setup.terminator
+        self.prefix = level_prefix(logging.INFO, "INFO", setup.use_colors)
         self.loop = loop
         self.lines: list[str] = []
 
@@ -173,13 +181,7 @@ class AccessLogBuffer:
         if type(formatter) is JSONFormatter:
             fields = access_fields(scope, method, status, bytes_sent, started_at)
             created = time.time()
-            message = _ACCESS_MESSAGE % (
-                fields["client"],
-                method,
-                fields["full_path"],
-                fields["http_version"],
-                status,
-            )
+            message = _ACCESS_MESSAGE % _message_args(fields)
             document = formatter.document(
                 created, (created - int(created)) * 1000, "INFO", access_logger.name, message, fields
             )
