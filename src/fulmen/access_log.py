@@ -52,8 +52,8 @@ def quoted_full_path(scope: dict[str, Any]) -> str:
     return quoted
 
 
-def client_text(scope: dict[str, Any]) -> str:
-    client = scope.get("client")
+def client_text(client: tuple[str, int] | None) -> str:
+    """A client address as logs show it: ``host:port``, or empty (a UNIX socket)."""
     return f"{client[0]}:{client[1]}" if client else ""
 
 
@@ -63,7 +63,7 @@ def access_fields(
     """Every field an access format may name (see :data:`fulmen.logging.ACCESS_FIELDS`)."""
     headers = dict(scope["headers"])
     return {
-        "client": client_text(scope),
+        "client": client_text(scope.get("client")),
         "method": method,
         "path": scope["path"],
         "full_path": quoted_full_path(scope),
@@ -191,7 +191,7 @@ class AccessLogBuffer:
             line = render_access_format(self.custom_format, fields)
         else:
             fields = {
-                "client": client_text(scope),
+                "client": client_text(scope.get("client")),
                 "method": method,
                 "full_path": quoted_full_path(scope),
                 "http_version": scope["http_version"],

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from fulmen.access_log import client_text
 from fulmen.http.exchange import ASGIExchange, service_unavailable
 from fulmen.http.flow_control import FlowControl
 
@@ -162,6 +163,11 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
             exchange.task = task
         else:
             exchange.task = self.new_task(coroutine)
+
+    @property
+    def client_text(self) -> str:
+        """The peer's address, for log lines."""
+        return client_text(self.client)
 
     def attach(self, transport: asyncio.BaseTransport) -> None:
         """Take a new connection: addresses, TLS, flow control, and whether the peer is a trusted proxy."""

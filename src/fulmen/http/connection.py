@@ -501,9 +501,3 @@ class HTTPConnection(ServerProtocol):
             self.default_source = source
             self.default_block = b"".join(b"%s: %s\r\n" % (name, value) for name, value in source)
         return self.default_block
-
-    # -- logging
-
-    @property
-    def client_text(self) -> str:
-        return f"{self.client[0]}:{self.client[1]}" if self.client else ""

@@ -615,9 +615,3 @@ class H2Protocol(ServerProtocol):
         self.flush()
         goaway = GoAwayFrame(0, last_stream_id=self.h2c.highest_inbound_stream_id, error_code=0)
         self.transport.write(goaway.serialize())
-
-    # -- logging
-
-    @property
-    def client_text(self) -> str:
-        return f"{self.client[0]}:{self.client[1]}" if self.client else ""

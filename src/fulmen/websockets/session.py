@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from fulmen.access_log import log_access
+from fulmen.access_log import client_text, log_access
 from fulmen.http.flow_control import HIGH_WATER_LIMIT, FlowControl
 from fulmen.http.wire import (
     ERROR_BODIES,
@@ -494,8 +494,7 @@ class WebSocketSession(ServerProtocol):
 
     @property
     def client_text(self) -> str:
-        client = self.scope.get("client")
-        return f"{client[0]}:{client[1]}" if client else ""
+        return client_text(self.scope.get("client"))  # after any X-Forwarded-For
 
     def log_access(self, status: int) -> None:
         """One access line per handshake, in the HTTP format, with ``WebSocket`` as the method."""
