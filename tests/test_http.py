@@ -118,6 +118,83 @@ def test_no_body_statuses(http_impl: str, status: int) -> None:
         assert data.endswith(b"\r\n\r\n")  # no body bytes after either head
 
 
+#: path: the headers the application sends, and the head lines fulmen must write for them (besides the
+#: status line and the date). Each is asked for twice: the second response comes from the caches of
+#: checked names, values and lengths, and must be the same.
+_RESPONSE_HEADS: dict[str, tuple[list[tuple[Any, Any]], bytes, list[bytes]]] = {
+    "/mixed-case": (
+        [(b"Content-Type", b"text/plain"), (b"Content-Length", b"5"), (b"Server", b"app")],
+        b"hello",
+        [b"content-type: text/plain", b"content-length: 5", b"server: app"],
+    ),
+    "/lower": (
+        [(b"content-type", b"text/plain"), (b"content-length", b"5")],
+        b"hello",
+        [b"content-type: text/plain", b"content-length: 5", b"server: fulmen"],
+    ),
+    "/bytearray": (
+        [(b"x-a", bytearray(b"one")), (b"content-length", bytearray(b"5"))],
+        b"hello",
+        [b"x-a: one", b"content-length: 5", b"server: fulmen"],
+    ),
+    "/app-chunked": (
+        [(b"Transfer-Encoding", b"Chunked")],
+        b"5\r\nhello\r\n0\r\n\r\n",
+        [b"transfer-encoding: Chunked", b"server: fulmen"],
+    ),
+    "/close": (
+        [(b"CONNECTION", b"Close"), (b"content-length", b"5")],
+        b"hello",
+        [b"connection: Close", b"content-length: 5", b"server: fulmen", b"connection: close"],
+    ),
+}
+
+
+async def _heads_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    headers, body, _ = _RESPONSE_HEADS[scope["path"]]
+    if scope["path"] == "/app-chunked":
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"hello"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize("path", sorted(_RESPONSE_HEADS))
+def test_response_head_as_the_application_gives_it(http_impl: str, path: str) -> None:
+    _, body, expected = _RESPONSE_HEADS[path]
+    with run_server(_heads_app, http=http_impl) as server:
+        for _ in range(2):
+            with server.connect() as sock:
+                sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+                data = recv_until(sock, body)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            assert lines[0] == b"HTTP/1.1 200 OK"
+            assert [line for line in lines[1:] if not line.startswith(b"date: ")] == expected
+            assert rest == body
+
+
+def test_response_content_length_is_checked_each_time(http_impl: str) -> None:
+    """Lengths come from a cache once seen; a response longer or shorter than one is still cut."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = scope["path"][1:].encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]})
+        await send({"type": "http.response.body", "body": body})
+
+    with run_server(app, http=http_impl) as server:
+        with httpx.Client(base_url=server.url) as client:
+            assert client.get("/abc").text == "abc"
+            assert client.get("/xyz").text == "xyz"
+        for path in (b"/ab", b"/abcd"):
+            with server.connect() as sock:
+                sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+                data = recv_all(sock)
+            # Cut: fewer body bytes than the 3 announced, then the connection closed (recv_all got EOF).
+            assert len(data.partition(b"\r\n\r\n")[2]) < 3
+
+
 def test_http10_gets_no_chunked_response(http_impl: str) -> None:
     with run_server(apps.hello, http=http_impl) as server:
         with server.connect() as sock:

@@ -154,8 +154,11 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         app = self.app
         if self.limit_concurrency is not None and len(self.tasks) >= self.limit_concurrency:
             app = service_unavailable
-        else:
-            self.server_state.count_request()
+        else:  # ServerState.count_request(), inline: this is once per request
+            state = self.server_state
+            state.total_requests += 1
+            if state.total_requests == state.max_requests:
+                state.request_limit_reached()
         coroutine = exchange.call_app(app)
         if self.plain_tasks:  # new_task(), without a call on the hot path
             task: asyncio.Task[None] = Task(coroutine, loop=self.loop, name=TASK_NAME)

@@ -55,7 +55,11 @@ class ServerState:
     def count_request(self) -> None:
         """Count a request the application is about to see (HTTP request or WebSocket handshake)."""
         self.total_requests += 1
-        if self.total_requests == self.max_requests and self.on_max_requests is not None:
+        if self.total_requests == self.max_requests:
+            self.request_limit_reached()
+
+    def request_limit_reached(self) -> None:
+        if self.on_max_requests is not None:
             self.on_max_requests()
 
 

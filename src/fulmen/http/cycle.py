@@ -15,13 +15,14 @@ from fulmen.access_log import log_access
 from fulmen.http.exchange import ASGIExchange
 from fulmen.http.wire import (
     CHECKED_VALUES,
+    CONTENT_LENGTHS,
     CONTINUE_RESPONSE,
-    RESPONSE_HEADER_NAMES,
+    RESPONSE_HEADER_PREFIXES,
     STATUS_LINES,
     check_header_value,
-    checked_header_name,
+    checked_header_prefix,
+    response_content_length,
     simple_response,
-    status_line,
 )
 
 if TYPE_CHECKING:
@@ -32,7 +33,13 @@ access_logger = logging.getLogger("fulmen.access")
 
 _NO_BODY_STATUSES = frozenset({204, 304})
 _CORK_LIMIT = 65536
-_SPECIAL_NAMES = frozenset({b"content-length", b"transfer-encoding", b"connection", b"server", b"date"})
+_CONTENT_LENGTH = b"content-length"
+_TRANSFER_ENCODING = b"transfer-encoding"
+_CONNECTION = b"connection"
+#: The response headers the server acts on, by the start of their line, to their name.
+_SPECIAL_PREFIXES = {
+    name + b": ": name for name in (_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, b"server", b"date")
+}
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
 
@@ -213,21 +220,24 @@ class RequestResponseCycle(ASGIExchange):
         if type(status) is not int or not 100 <= status <= 599:
             raise RuntimeError(f"Invalid HTTP status code '{status}' in response.")
         self.status = status
-        lines = [STATUS_LINES.get(status) or status_line(status)]
+        lines = [STATUS_LINES[status]]
         content_length = -1
         app_chunked = False
         seen_defaults: set[bytes] | None = None
-        names = RESPONSE_HEADER_NAMES
+        prefixes = RESPONSE_HEADER_PREFIXES
+        specials = _SPECIAL_PREFIXES
         checked = CHECKED_VALUES
         for name, value in headers:
-            lname = names.get(name)
-            if lname is None:
-                lname = checked_header_name(name)
-            if lname == b"content-length":
-                if not value.isdigit():
-                    raise RuntimeError(f"Invalid Content-Length {value!r} in response.")
-                content_length = int(value)
-                lines += (lname, b": ", value, b"\r\n")
+            prefix = prefixes.get(name)
+            if prefix is None:
+                prefix = checked_header_prefix(name)
+            special = specials.get(prefix)
+            if special is _CONTENT_LENGTH:
+                try:
+                    content_length = CONTENT_LENGTHS[value]
+                except (KeyError, TypeError):  # not seen yet, or a bytearray
+                    content_length = response_content_length(value)
+                lines += (prefix, value, b"\r\n")
                 continue
             try:
                 known = value in checked
@@ -235,18 +245,18 @@ class RequestResponseCycle(ASGIExchange):
                 known = False
             if not known:
                 check_header_value(value)
-            if lname in _SPECIAL_NAMES:
-                if lname == b"transfer-encoding":
+            if special is not None:
+                if special is _TRANSFER_ENCODING:
                     if value.lower() != b"chunked":
                         raise RuntimeError(f"Unsupported Transfer-Encoding {value!r} in response.")
                     app_chunked = True
-                elif lname == b"connection":
+                elif special is _CONNECTION:
                     if value.lower().find(b"close") >= 0:
                         self.keep_alive = False
                 else:  # server, date: the application's replace the defaults
                     seen_defaults = seen_defaults or set()
-                    seen_defaults.add(lname)
-            lines += (lname, b": ", value, b"\r\n")
+                    seen_defaults.add(special)
+            lines += (prefix, value, b"\r\n")
         conn = self.conn
         if seen_defaults is None:
             defaults = conn.default_block
@@ -282,8 +292,7 @@ class RequestResponseCycle(ASGIExchange):
             end = b"connection: close\r\n" + end
         elif self.http10:
             end = b"connection: keep-alive\r\n" + end
-        lines.append(defaults)
-        lines.append(end)
+        lines += (defaults, end)
         return b"".join(lines)
 
     def cork(self) -> None:

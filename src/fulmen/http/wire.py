@@ -80,6 +80,17 @@ def checked_header_name(name: bytes) -> bytes:
     return lower
 
 
+#: The start of a response header line ("content-type: ") by the name the application gave, checked.
+RESPONSE_HEADER_PREFIXES: dict[bytes, bytes] = {}
+
+
+def checked_header_prefix(name: bytes) -> bytes:
+    prefix = checked_header_name(name) + b": "
+    if len(RESPONSE_HEADER_PREFIXES) < 2048:
+        RESPONSE_HEADER_PREFIXES[name] = prefix
+    return prefix
+
+
 #: Response header values already checked (short ones only): apps send the same few again and again.
 CHECKED_VALUES: set[bytes] = set()
 
@@ -92,10 +103,17 @@ def check_header_value(value: bytes) -> None:
         CHECKED_VALUES.add(value)
 
 
+#: Response Content-Length values already parsed (a bounded cache: most responses repeat a few sizes).
+CONTENT_LENGTHS: dict[bytes, int] = {}
+
+
 def response_content_length(value: bytes) -> int:
     if not value.isdigit():
         raise RuntimeError(f"Invalid Content-Length {value!r} in response.")
-    return int(value)
+    length = int(value)
+    if type(value) is bytes and len(value) <= 20 and len(CONTENT_LENGTHS) < 4096:
+        CONTENT_LENGTHS[value] = length
+    return length
 
 
 def simple_response(status: int, body: bytes, *, close: bool = True, extra: bytes = b"") -> bytes:
