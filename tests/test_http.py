@@ -45,7 +45,7 @@ def test_scope(http_impl: str) -> None:
         assert ["x-custom", "One"] in scope["headers"]
         assert all(name == name.lower() for name, _ in scope["headers"])
         assert scope["state"] == {}
-        assert scope["extensions"] == {}
+        assert "extensions" not in scope  # no extension is offered over HTTP/1.1 (uvicorn has no key either)
 
 
 def test_pipelined_requests_answered_in_order(http_impl: str) -> None:
@@ -193,6 +193,53 @@ def test_response_content_length_is_checked_each_time(http_impl: str) -> None:
                 data = recv_all(sock)
             # Cut: fewer body bytes than the 3 announced, then the connection closed (recv_all got EOF).
             assert len(data.partition(b"\r\n\r\n")[2]) < 3
+
+
+#: target: what the application sees as (path, raw_path, query_string).
+_TARGET_CASES = {
+    b"/": ("/", b"/", b""),
+    b"/a%20b/c?x=1&y=%20": ("/a b/c", b"/a%20b/c", b"x=1&y=%20"),
+    b"/p?q#frag": ("/p", b"/p", b"q"),
+    b"http://example.org/abs/path?k=v": ("/abs/path", b"/abs/path", b"k=v"),
+    b"http://example.org?only=query": ("/", b"/", b"only=query"),
+}
+
+
+async def _target_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = repr((scope["path"], scope["raw_path"], scope["query_string"])).encode()
+    headers = [(b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_request_targets_parsed_alike_when_repeated(http_impl: str) -> None:
+    """Parsed targets are cached: the second request for a target must see what the first saw."""
+    with run_server(_target_app, http=http_impl) as server:
+        with server.connect() as sock:
+            for _ in range(2):
+                for target, expected in _TARGET_CASES.items():
+                    sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+                    status, _, body = read_response(sock)
+                    assert status == 200
+                    assert body == repr(expected).encode(), target
+
+
+def test_target_cache_stays_bounded() -> None:
+    from fulmen.http import connection
+
+    for number in range(connection._TARGETS_MAX * 2 + 10):
+        assert connection.parse_target(b"/item/%d?n=%d" % (number, number)) == (
+            f"/item/{number}",
+            b"/item/%d" % number,
+            b"n=%d" % number,
+        )
+        assert len(connection._TARGETS) <= connection._TARGETS_MAX
+    long_target = b"/" + b"x" * connection._TARGET_CACHED_SIZE
+    connection.parse_target(long_target)
+    assert long_target not in connection._TARGETS
+    with pytest.raises(connection.HTTPRequestError):
+        connection.parse_target(b"/caf\xc3\xa9")
+    assert b"/caf\xc3\xa9" not in connection._TARGETS
 
 
 def test_http10_gets_no_chunked_response(http_impl: str) -> None:

@@ -105,7 +105,7 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
     ) -> dict[str, Any]:
         """The ASGI scope of an HTTP request on this connection (``path`` already decoded)."""
         # A copy of the connection's template (a C-level clone) and the keys that vary: cheaper than
-        # building a 14-key dict, with the keys in the same order.
+        # building a 13-key dict, with the keys in the same order.
         scope = self.scope_template.copy()
         scope["http_version"] = http_version
         scope["method"] = method
@@ -114,7 +114,6 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         scope["query_string"] = query
         scope["headers"] = headers
         scope["state"] = self.app_state.copy()
-        scope["extensions"] = {}
         return scope
 
     def make_scope_template(self) -> dict[str, Any]:
@@ -133,7 +132,6 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
             "query_string": b"",
             "headers": [],
             "state": {},
-            "extensions": {},
         }
 
     def new_task(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

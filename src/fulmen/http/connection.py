@@ -89,7 +89,7 @@ class HTTPConnection(ServerProtocol):
         self.ws_protocol_class: Any = self.config.ws_protocol_class
         self.max_head_size: int = self.config.h11_max_incomplete_event_size
         self.max_headers: int = self.config.limit_request_headers
-        self.timeout_keep_alive: float = self.config.timeout_keep_alive
+        self.timeout_keep_alive = float(self.config.timeout_keep_alive)  # float + float: a specialized add
         self.timeout_request_header: float = self.config.timeout_request_header
         self.connections = self.server_state.connections
         # One queue of corked responses per server (a state without one, as uvicorn's: per connection).
@@ -268,19 +268,10 @@ class HTTPConnection(ServerProtocol):
             if transfer_encoding.strip().lower() != b"chunked" or version == "1.0":
                 raise HTTPRequestError(400, "Invalid Transfer-Encoding")
 
-        if target[:1] == b"/":  # origin form, all but a few requests: inline (a call costs 1 % of one)
-            raw_path, _, query = target.partition(b"?")
-            fragment = query.find(b"#") if query else -1
-            if fragment >= 0:
-                query = query[:fragment]
-        else:
-            raw_path, query = self.split_target(target)
-        try:
-            path = raw_path.decode("ascii")
-        except UnicodeDecodeError:
-            raise HTTPRequestError(400, "Invalid characters in request target") from None
-        if "%" in path:
-            path = urllib.parse.unquote(path)
+        parsed = _TARGETS.get(target)
+        if parsed is None:
+            parsed = parse_target(target)
+        path, raw_path, query = parsed
         scope = self.http_scope(version, method, path, raw_path, query, headers)
 
         if forwarding is not None:
@@ -317,27 +308,6 @@ class HTTPConnection(ServerProtocol):
         cycle.more_body = False
         if cycle.waiter is not None:
             cycle.wake()
-
-    @staticmethod
-    def split_target(target: bytes) -> tuple[bytes, bytes]:
-        """The path and query of a request target, in origin form or absolute form."""
-        if not target.startswith(b"/"):
-            if target == b"*":
-                return target, b""
-            scheme_end = target.find(b"://")
-            if scheme_end < 0:
-                raise HTTPRequestError(400, "Invalid request target")
-            path_start = target.find(b"/", scheme_end + 3)
-            query_start = target.find(b"?", scheme_end + 3)
-            if path_start < 0 or (0 <= query_start < path_start):
-                target = b"/" + (target[query_start:] if query_start >= 0 else b"")
-            else:
-                target = target[path_start:]
-        path, _, query = target.partition(b"?")
-        fragment = query.find(b"#")
-        if fragment >= 0:
-            query = query[:fragment]
-        return path, query
 
     # -- running requests
 
@@ -501,3 +471,44 @@ class HTTPConnection(ServerProtocol):
             self.default_source = source
             self.default_block = b"".join(b"%s: %s\r\n" % (name, value) for name, value in source)
         return self.default_block
+
+
+#: Request targets already parsed, to their (path, raw path, query): most requests ask for a few paths
+#: again and again. Bounded; emptied when full, so that the paths in use now come back in.
+_TARGETS: dict[bytes, tuple[str, bytes, bytes]] = {}
+_TARGETS_MAX = 1024
+_TARGET_CACHED_SIZE = 256
+
+
+def parse_target(target: bytes) -> tuple[str, bytes, bytes]:
+    """The decoded path, raw path and query of a request target (origin or absolute form, or ``*``)."""
+    if not target.startswith(b"/"):
+        if target == b"*":
+            raw_path, query = target, b""
+        else:
+            scheme_end = target.find(b"://")
+            if scheme_end < 0:
+                raise HTTPRequestError(400, "Invalid request target")
+            path_start = target.find(b"/", scheme_end + 3)
+            query_start = target.find(b"?", scheme_end + 3)
+            if path_start < 0 or (0 <= query_start < path_start):
+                raw_path, query = b"/", (target[query_start + 1 :] if query_start >= 0 else b"")
+            else:
+                raw_path, _, query = target[path_start:].partition(b"?")
+    else:
+        raw_path, _, query = target.partition(b"?")
+    fragment = query.find(b"#")
+    if fragment >= 0:
+        query = query[:fragment]
+    try:
+        path = raw_path.decode("ascii")
+    except UnicodeDecodeError:
+        raise HTTPRequestError(400, "Invalid characters in request target") from None
+    if "%" in path:
+        path = urllib.parse.unquote(path)
+    parsed = (path, raw_path, query)
+    if len(target) <= _TARGET_CACHED_SIZE:
+        if len(_TARGETS) >= _TARGETS_MAX:
+            _TARGETS.clear()
+        _TARGETS[target] = parsed
+    return parsed

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import h2.config
@@ -27,7 +26,7 @@ from hpack import HPACKError
 from hyperframe.frame import GoAwayFrame
 
 from fulmen.access_log import log_access
-from fulmen.http.connection import HTTPConnection, HTTPRequestError
+from fulmen.http.connection import HTTPRequestError, parse_target
 from fulmen.http.exchange import ASGIExchange
 from fulmen.http.wire import (
     ERROR_BODIES,
@@ -458,15 +457,12 @@ class H2Protocol(ServerProtocol):
             self.respond(stream_id, 501, ERROR_BODIES[501], request_ended=event.stream_ended is not None)
             return
         try:
-            raw_path, query = HTTPConnection.split_target(path)
-            path_text = raw_path.decode("ascii")
+            path_text, raw_path, query = parse_target(path)
             method_text = method.decode("ascii")
         except (HTTPRequestError, UnicodeDecodeError):
             logger.warning("Invalid HTTP request received.")
             self.respond(stream_id, 400, ERROR_BODIES[400], request_ended=event.stream_ended is not None)
             return
-        if "%" in path_text:
-            path_text = urllib.parse.unquote(path_text)
         if authority is not None and not has_host:
             headers.insert(0, (b"host", authority))
         scope = self.http_scope("2", method_text, path_text, raw_path, query, headers)
