@@ -227,7 +227,7 @@ class HTTPConnection(ServerProtocol):
         has_host = False
         content_length: bytes | None = None
         transfer_encoding: bytes | None = None
-        forwarding: list[tuple[bytes, bytes]] | None = None
+        forwarding: tuple[tuple[bytes, bytes], ...] = ()
         kinds = _REQUEST_HEADER_KINDS
         for name, value in headers:
             if name not in kinds:
@@ -256,9 +256,7 @@ class HTTPConnection(ServerProtocol):
             elif kind == _UPGRADE:
                 upgrade = value.lower()
             elif self.trusted_peer:
-                if forwarding is None:
-                    forwarding = []
-                forwarding.append((name, value))
+                forwarding += ((name, value),)  # usually the only one: a tuple, the cache's key as it is
         if version == "1.1" and not has_host:
             raise HTTPRequestError(400, "Missing Host header")
         if transfer_encoding is not None:
@@ -274,9 +272,9 @@ class HTTPConnection(ServerProtocol):
         path, raw_path, query = parsed
         scope = self.http_scope(version, method, path, raw_path, query, headers)
 
-        if forwarding is not None:
+        if forwarding:
             assert self.proxy_trust is not None
-            apply_forwarding(scope, self.proxy_trust, tuple(forwarding))
+            apply_forwarding(scope, self.proxy_trust, forwarding)
 
         if upgrade is not None and self.handle_upgrade(upgrade, scope):
             return

@@ -164,7 +164,8 @@ def apply_forwarding(
     scope: dict[str, Any], trusted: TrustedHosts, headers: tuple[tuple[bytes, bytes], ...]
 ) -> None:
     """Rewrite ``client`` and ``scheme`` from the forwarding headers of a request whose peer is trusted."""
-    client, proto = resolve_forwarding(trusted, headers)
+    resolved = trusted.resolved.get(headers)  # resolve_forwarding()'s cache, without the call
+    client, proto = resolve_forwarding(trusted, headers) if resolved is None else resolved
     if proto is not None:
         if scope["type"] == "websocket":
             proto = proto.replace("http", "ws")
