@@ -242,6 +242,48 @@ def test_target_cache_stays_bounded() -> None:
     assert b"/caf\xc3\xa9" not in connection._TARGETS
 
 
+def _send_on_many(server: Any, request: bytes, count: int = 32) -> list[bytes]:
+    """Send ``request`` on ``count`` connections at once and read each until the server closes it.
+
+    Many requests arriving together are answered in one loop turn, where a complete response waits
+    for the turn's end (cycle._write_last): what the connection writes or closes after must wait too.
+    """
+    sockets = [server.connect() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.sendall(request)
+        return [recv_all(sock) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_responses_of_one_loop_turn_keep_their_order(http_impl: str) -> None:
+    """Two good pipelined requests and a bad one, on many connections at once: 200, 200, 400, closed."""
+    bad = b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"  # two Host headers: 400
+    good = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    with run_server(apps.hello, http=http_impl) as server:
+        for answer in _send_on_many(server, good + good + bad):
+            lines = answer.split(b"\r\n")
+            statuses = [line.split(b" ")[1] for line in lines if line.startswith(b"HTTP/1.1 ")]
+            assert statuses == [b"200", b"200", b"400"], answer
+
+
+def test_response_before_close_for_an_unread_body(http_impl: str) -> None:
+    """The application answers without reading the body: the connection closes after the whole
+    response, on many connections at once."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 10
+    with run_server(app, http=http_impl) as server:
+        for answer in _send_on_many(server, request):
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+            assert answer.endswith(b"\r\n\r\nok"), answer
+
+
 def test_http10_gets_no_chunked_response(http_impl: str) -> None:
     with run_server(apps.hello, http=http_impl) as server:
         with server.connect() as sock:

@@ -67,6 +67,7 @@ class HTTPConnection(ServerProtocol):
         "cycle",
         "default_block",
         "default_source",
+        "deferred",
         "head_started",
         "header_timer",
         "idle_deadline",
@@ -112,6 +113,8 @@ class HTTPConnection(ServerProtocol):
         self.upgrade_scope: dict[str, Any] | None = None  # a WebSocket handshake waiting for hand-over
         self.parser_paused = False  # the parser holds a complete request until the current one ends
         self.ready: RequestResponseCycle | None = None  # parsed, to start when the parser returns
+        # A complete response whose bytes wait for the end of the loop turn (see cycle._write_last).
+        self.deferred: RequestResponseCycle | None = None
         self.default_source: list[tuple[bytes, bytes]] | None = None
         self.default_block = b""
         if self.config.http2:
@@ -317,12 +320,13 @@ class HTTPConnection(ServerProtocol):
         self.server_state.completed_requests += 1
         if self.transport.is_closing():
             return
-        if self.pending_error is not None:
-            self.reject(self.pending_error)
-            return
         if not cycle.keep_alive or self.closing or cycle.more_body:
             # An unread request body would be parsed as the next request: close instead.
+            self.flush_deferred()
             self.transport.close()
+            return
+        if self.pending_error is not None and not self.pipeline:
+            self.reject(self.pending_error)  # after every request that came before the bad one
             return
         if self.prepares_requests:
             try:
@@ -334,6 +338,7 @@ class HTTPConnection(ServerProtocol):
                 self.complete_upgrade(self.take_trailing_data())
                 return
             if self.closing:
+                self.flush_deferred()
                 self.transport.close()
                 return
             if self.ready is not None:
@@ -342,8 +347,10 @@ class HTTPConnection(ServerProtocol):
         if self.pipeline and self.active is None:
             self.active = self.pipeline.popleft()
             self.start_exchange(self.active)
-        if self.flow.read_paused and not self.pipeline and not self.parser_paused:
-            self.flow.resume_reading()
+        # Reading resumes once nothing parsed waits (and nothing after a bad request is read).
+        flow = self.flow
+        if flow.read_paused and not self.pipeline and not self.parser_paused and self.pending_error is None:
+            flow.resume_reading()
         if self.active is None and not self.head_started:
             # Idle: the one lazy timer closes the connection once this deadline has passed.
             self.idle_deadline = self.loop.time() + self.timeout_keep_alive
@@ -373,6 +380,7 @@ class HTTPConnection(ServerProtocol):
         scope = self.upgrade_scope
         assert scope is not None
         self.upgrade_scope = None
+        self.flush_deferred()  # the responses before the handshake's, in order
         self.cancel_timers()
         self.connections.discard(self)
         protocol: Any = self.ws_protocol_class(
@@ -391,6 +399,7 @@ class HTTPConnection(ServerProtocol):
         """Answer a bad request with ``error.status`` and close; after the response in flight, if any."""
         if self.transport.is_closing():
             return
+        self.flush_deferred()
         self.cancel_timers()
         self.flow.pause_reading()
         active = self.active
@@ -402,10 +411,12 @@ class HTTPConnection(ServerProtocol):
                     self.transport.close()
                     return
             else:
-                # A later request is bad: answer it after the current response, unless that closes anyway.
+                # A later request is bad: answered after the requests before it (the ones pipelined
+                # behind the current one too), unless one of them closes the connection first.
                 if active.keep_alive and not self.closing:
                     self.pending_error = error
-                self.closing = True
+                else:
+                    self.closing = True
                 return
         status = error.status
         if status == 400:
@@ -435,12 +446,14 @@ class HTTPConnection(ServerProtocol):
         if remaining > 0:
             self.idle_timer = self.loop.call_later(remaining, self.on_idle_timeout)
         else:
+            self.flush_deferred()
             self.transport.close()
 
     def on_header_timeout(self) -> None:
         self.header_timer = None
         if self.head_started and self.active is None and not self.transport.is_closing():
             logger.debug("%s - request head not complete in time", self.client_text)
+            self.flush_deferred()
             self.transport.write(simple_response(408, ERROR_BODIES[408]))
             self.transport.close()
 
@@ -461,6 +474,14 @@ class HTTPConnection(ServerProtocol):
                 self.idle_timer.cancel()
             self.idle_deadline = self.loop.time() + SHUTDOWN_GRACE
             self.idle_timer = self.loop.call_later(SHUTDOWN_GRACE, self.on_idle_timeout)
+
+    def flush_deferred(self) -> None:
+        """Write the response held for the end of the loop turn, if any: before anything else is written
+        on the connection, or it is closed."""
+        cycle = self.deferred
+        if cycle is not None:
+            self.deferred = None
+            cycle.flush()
 
     def default_header_block(self) -> bytes:
         """The server's default headers (date, server, --header) as bytes, rebuilt when they change."""

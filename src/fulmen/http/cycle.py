@@ -129,6 +129,7 @@ class RequestResponseCycle(ASGIExchange):
 
     def abort(self) -> None:
         """Close the connection after what the application sent so far: the client sees a cut response."""
+        self.conn.flush_deferred()
         self.flush()
         self.transport.close()
 
@@ -138,6 +139,7 @@ class RequestResponseCycle(ASGIExchange):
         self.response_started = self.response_complete = True
         self.status = 500
         self.keep_alive = False
+        self.conn.flush_deferred()
         self.transport.write(simple_response(500, b"Internal Server Error"))
         self.conn.on_response_complete(self)
 
@@ -145,6 +147,7 @@ class RequestResponseCycle(ASGIExchange):
         if self.expect_continue:
             self.expect_continue = False
             if not self.response_started and not self.transport.is_closing():
+                self.conn.flush_deferred()
                 self.transport.write(CONTINUE_RESPONSE)
         if not self.body and not self.disconnected and not self.response_complete:
             if self.more_body:
@@ -333,8 +336,14 @@ class RequestResponseCycle(ASGIExchange):
             self.cork()
 
     def _write_last(self, body: bytes) -> None:
-        """The last chunk (usually the only one): written with whatever is corked in one call, then the
-        response is complete."""
+        """The last chunk (usually the only one), then the response is complete.
+
+        It goes out with whatever is corked in one write: at once when nothing is corked, else with the
+        other responses of this loop turn (``flush_corked``). Written together, the responses of a turn
+        wake a client waiting on several connections once, not once each: under load that takes about a
+        sixth of the kernel's time per request. The connection writes a deferred response before
+        anything else it writes or closes (:meth:`HTTPConnection.flush_deferred`).
+        """
         size = len(body)
         self.bytes_sent += size
         pending = self.pending
@@ -350,16 +359,21 @@ class RequestResponseCycle(ASGIExchange):
                 self.remaining -= size
             if size:
                 pending.append(body)
+        conn = self.conn
         if pending:
-            self.pending = []
-            self.pending_size = 0
-            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            if self.corked and conn.deferred is None and len(conn.corked_cycles) > 1:
+                conn.deferred = self
+            else:
+                if conn.deferred is not None:
+                    conn.flush_deferred()
+                self.pending = []
+                self.pending_size = 0
+                self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         if self.remaining > 0:
             raise RuntimeError("Response content shorter than Content-Length")
         self.response_complete = True
         if self.waiter is not None:
             self.wake()
-        conn = self.conn
         if conn.access_log:
             buffer = conn.server_state.access_buffer
             scope = self.scope
@@ -375,3 +389,6 @@ def flush_corked(queue: list[RequestResponseCycle]) -> None:
         cycle.corked = False
         if cycle.pending:
             cycle.flush()
+            conn = cycle.conn
+            if conn.deferred is cycle:
+                conn.deferred = None
