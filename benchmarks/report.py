@@ -27,6 +27,24 @@ def _ms(v: float | None) -> str:
     return "–" if v is None else (f"{v:.2f}" if v < 10 else f"{v:.1f}")
 
 
+def round_ratios(doc: dict[str, Any]) -> dict[tuple[str, int, str], list[float]]:
+    """Each server's req/s over the baseline's in the same round: the spread of the ratio itself
+    (two medians can hide that the machine slowed down for one round of both servers)."""
+    baseline = doc["config"]["baseline"]
+    rounds: dict[tuple[str, int, int], dict[str, float]] = {}
+    for run in doc["runs"]:
+        if run.get("ok") and run.get("requests_per_s"):
+            key = (run["workload"], run["connections"], run["round"])
+            rounds.setdefault(key, {})[run["server"]] = run["requests_per_s"]
+    ratios: dict[tuple[str, int, str], list[float]] = {}
+    for (workload, connections, _), by_server in sorted(rounds.items()):
+        base = by_server.get(baseline)
+        for server, rps in by_server.items():
+            if base:
+                ratios.setdefault((workload, connections, server), []).append(rps / base)
+    return ratios
+
+
 def markdown(doc: dict[str, Any]) -> str:
     cfg = doc["config"]
     machine = doc["machine"]
@@ -41,17 +59,20 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{machine['cpu_model']} ({machine['cpu_count']} CPUs), Python {machine['python']}; {pkgs}.",
         "",
         "| workload | server | req/s (median) | min..max | p50 ms | p99 ms | peak RSS MiB | server CPU | "
-        f"vs {cfg['baseline']} |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"vs {cfg['baseline']} | ratio per round |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    per_round = round_ratios(doc)
     for s in doc["summary"]:
         name = s["workload"] if len(cfg["connections"]) == 1 else f"{s['workload']} c{s['connections']}"
         if s["workload"] == "websocket":
             name += " (msg/s)"
         if not s["rounds_ok"]:
-            lines.append(f"| {name} | {s['server']} | failed | | | | | | |")
+            lines.append(f"| {name} | {s['server']} | failed | | | | | | | |")
             continue
         ratio = "–" if s["ratio"] is None else f"**{s['ratio']:.2f}x**"
+        paired = per_round.get((s["workload"], s["connections"], s["server"]), [])
+        spread = f"{min(paired):.2f}..{max(paired):.2f}" if paired and s["server"] != cfg["baseline"] else "–"
         flag = " *" if s.get("noisy_rounds") else ""
         cells = [
             name,
@@ -63,6 +84,7 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{s['peak_rss_mib']:.1f}",
             f"{s['server_cpu_pct']:.0f}%",
             ratio,
+            spread,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if any(s.get("noisy_rounds") for s in doc["summary"]):
