@@ -116,7 +116,8 @@ def reload_when_asked():
     flag = Path("reload-now")
     while not flag.exists():
         time.sleep(0.05)
-    print("restart done:", supervisor.restart_workers(timeout=30), flush=True)
+    # One string: print() writes its arguments one by one, and the workers (threads) log in between.
+    print(f"restart done: {supervisor.restart_workers(timeout=30)}", flush=True)
 
 threading.Thread(target=reload_when_asked, daemon=True).start()
 supervisor.run()
