@@ -338,11 +338,12 @@ class RequestResponseCycle(ASGIExchange):
     def _write_last(self, body: bytes) -> None:
         """The last chunk (usually the only one), then the response is complete.
 
-        It goes out with whatever is corked in one write: at once when nothing is corked, else with the
-        other responses of this loop turn (``flush_corked``). Written together, the responses of a turn
-        wake a client waiting on several connections once, not once each: under load that takes about a
-        sixth of the kernel's time per request. The connection writes a deferred response before
-        anything else it writes or closes (:meth:`HTTPConnection.flush_deferred`).
+        It goes out with whatever is corked in one write: at once when nothing is corked or it is the
+        loop turn's first response (a lone connection waits for nothing), else with the turn's other
+        responses (``flush_corked``). Written together, the responses of a turn wake a client waiting on
+        several connections once, not once each: under load that saves about 1 µs of the 6-8 µs the
+        kernel spends per request. The connection writes a held response before anything else it
+        writes or closes (:meth:`HTTPConnection.flush_deferred`).
         """
         size = len(body)
         self.bytes_sent += size
