@@ -236,10 +236,24 @@ class HTTPConnection(ServerProtocol):
             if name not in kinds:
                 continue  # most headers: one membership test, nothing to check
             kind = kinds[name]
+            # In the order requests carry them most: Host always, forwarding headers behind a proxy,
+            # Connection from browsers.
             if kind == _HOST:
                 if has_host:
                     raise HTTPRequestError(400, "Duplicate Host header")
                 has_host = True
+            elif kind == _FORWARDING:
+                if self.trusted_peer:
+                    forwarding += ((name, value),)  # usually the only one: a tuple, the cache's key as it is
+            elif kind == _CONNECTION:
+                if value == b"keep-alive":  # as browsers send it: no lower() nor searches
+                    keep_alive = True
+                else:
+                    tokens = value.lower()
+                    if tokens.find(b"close") >= 0:  # find(): `bytes in bytes` first tries an int, and raises
+                        keep_alive = False
+                    elif tokens.find(b"keep-alive") >= 0:
+                        keep_alive = True
             elif kind == _CONTENT_LENGTH:
                 if content_length is not None and content_length != value:
                     raise HTTPRequestError(400, "Conflicting Content-Length headers")
@@ -248,18 +262,10 @@ class HTTPConnection(ServerProtocol):
                 content_length = value
             elif kind == _TRANSFER_ENCODING:
                 transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
-            elif kind == _CONNECTION:
-                tokens = value.lower()
-                if tokens.find(b"close") >= 0:  # find(): `bytes in bytes` first tries an int, and raises
-                    keep_alive = False
-                elif tokens.find(b"keep-alive") >= 0:
-                    keep_alive = True
             elif kind == _EXPECT:
                 expect_continue = value.lower() == b"100-continue"
-            elif kind == _UPGRADE:
+            else:  # _UPGRADE
                 upgrade = value.lower()
-            elif self.trusted_peer:
-                forwarding += ((name, value),)  # usually the only one: a tuple, the cache's key as it is
         if version == "1.1" and not has_host:
             raise HTTPRequestError(400, "Missing Host header")
         if transfer_encoding is not None:
