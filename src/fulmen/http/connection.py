@@ -484,10 +484,8 @@ class HTTPConnection(ServerProtocol):
     def flush_deferred(self) -> None:
         """Write the response held for the end of the loop turn, if any: before anything else is written
         on the connection, or it is closed."""
-        cycle = self.deferred
-        if cycle is not None:
-            self.deferred = None
-            cycle.flush()
+        if self.deferred is not None:
+            self.deferred.flush()  # which lets go of it
 
     def default_header_block(self) -> bytes:
         """The server's default headers (date, server, --header) as bytes, rebuilt when they change."""

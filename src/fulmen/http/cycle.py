@@ -307,11 +307,14 @@ class RequestResponseCycle(ASGIExchange):
             self.conn.loop.call_soon(flush_corked, queue)
 
     def flush(self) -> None:
-        """Write everything corked, in one call."""
+        """Write everything corked, in one call (a response the connection held is then no longer held)."""
         pending = self.pending
         if pending:
             self.pending = []
             self.pending_size = 0
+            conn = self.conn
+            if conn.deferred is self:
+                conn.deferred = None
             if not self.disconnected:
                 self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
@@ -390,6 +393,3 @@ def flush_corked(queue: list[RequestResponseCycle]) -> None:
         cycle.corked = False
         if cycle.pending:
             cycle.flush()
-            conn = cycle.conn
-            if conn.deferred is cycle:
-                conn.deferred = None
