@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fulmen.middleware.proxy_headers import TrustedHosts, parse_forwarded, parse_host_port
+from fulmen.forwarding import TrustedHosts, parse_forwarded, parse_host_port
 from tests import apps
 from tests.conftest import free_port, run_server
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from fulmen import Config
+from fulmen.reload_patterns import DEFAULT_EXCLUDES, resolve_reload_patterns
 from fulmen.supervisors.budget import RestartBudget
 from fulmen.supervisors.entry import worker_mode
 from fulmen.supervisors.filefilter import FileFilter
 from fulmen.supervisors.heartbeat import Heartbeats, install_heartbeats, stale_after
 from fulmen.supervisors.pool import workers_from_config
-from fulmen.supervisors.reload_patterns import DEFAULT_EXCLUDES, resolve_reload_patterns
 
 
 def test_backoff_doubles_from_half_a_second_up_to_thirty() -> None:

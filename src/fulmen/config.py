@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import inspect
 import json
@@ -18,10 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from fulmen import options as _options
+from fulmen.forwarding import TrustedHosts
 from fulmen.importer import ImportFromStringError, import_from_string
 from fulmen.logging import LOG_LEVELS, LOGGING_CONFIG, TRACE_LOG_LEVEL, AccessFormatter, logging_config
-from fulmen.middleware.proxy_headers import TrustedHosts
 from fulmen.options import STARTUP_FAILURE
+from fulmen.reload_patterns import resolve_reload_patterns
 
 logger = logging.getLogger("fulmen.error")
 
@@ -35,7 +35,8 @@ _HTTP_IMPLEMENTATIONS = {
 _WS_IMPLEMENTATIONS = {
     "none": None,
     "websockets": "fulmen.websockets.websockets_impl:WebSocketProtocol",
-    "websockets-sansio": "fulmen.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol",
+    # uvicorn's name for the library's sans-I/O API, which the websockets engine already uses.
+    "websockets-sansio": "fulmen.websockets.websockets_impl:WebSocketProtocol",
     "wsproto": "fulmen.websockets.wsproto_impl:WSProtocol",
 }
 _LIFESPAN = {
@@ -145,12 +146,6 @@ class Config:
                 "Current configuration will not reload as not all conditions are met, "
                 "please refer to documentation."
             )
-        try:
-            from fulmen.supervisors.reload_patterns import resolve_reload_patterns
-        except ImportError:
-            if not self.reload_dirs:
-                self.reload_dirs = [os.getcwd()]
-            return
         resolve_reload_patterns(self)
 
     @property
@@ -302,9 +297,6 @@ class Config:
         try:
             return import_from_string(target)  # type: ignore[no-any-return]
         except (ImportError, ImportFromStringError) as exc:
-            if name == "websockets-sansio":  # the same library, through its other API
-                with contextlib.suppress(ImportError, ImportFromStringError):
-                    return import_from_string(_WS_IMPLEMENTATIONS["websockets"])  # type: ignore[no-any-return]
             if self.ws == "auto":
                 return None
             logger.error("Error loading WebSocket implementation %r: %s", self.ws, exc)

@@ -16,11 +16,11 @@ import urllib.parse
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from fulmen.forwarding import apply_forwarding
 from fulmen.http.cycle import RequestResponseCycle
-from fulmen.http.flow_control import HIGH_WATER_LIMIT
 from fulmen.http.wire import ERROR_BODIES, simple_response
-from fulmen.middleware.proxy_headers import apply_forwarding
-from fulmen.protocol import ServerProtocol
+from fulmen.protocols.flow_control import HIGH_WATER_LIMIT
+from fulmen.protocols.server_protocol import ServerProtocol
 
 if TYPE_CHECKING:
     pass

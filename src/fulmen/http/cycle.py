@@ -12,7 +12,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fulmen.access_log import log_access
-from fulmen.http.exchange import ASGIExchange
 from fulmen.http.wire import (
     CHECKED_VALUES,
     CONTENT_LENGTHS,
@@ -24,6 +23,7 @@ from fulmen.http.wire import (
     response_content_length,
     simple_response,
 )
+from fulmen.protocols.exchange import ASGIExchange
 
 if TYPE_CHECKING:
     from fulmen.http.connection import HTTPConnection

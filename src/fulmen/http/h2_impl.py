@@ -26,16 +26,16 @@ from hpack import HPACKError
 from hyperframe.frame import GoAwayFrame
 
 from fulmen.access_log import log_access
+from fulmen.forwarding import rewrite_from_headers
 from fulmen.http.connection import HTTPRequestError, parse_target
-from fulmen.http.exchange import ASGIExchange
 from fulmen.http.wire import (
     ERROR_BODIES,
     RESPONSE_HEADER_NAMES,
     checked_header_name,
     response_content_length,
 )
-from fulmen.middleware.proxy_headers import rewrite_from_headers
-from fulmen.protocol import ServerProtocol
+from fulmen.protocols.exchange import ASGIExchange
+from fulmen.protocols.server_protocol import ServerProtocol
 
 if TYPE_CHECKING:
     pass

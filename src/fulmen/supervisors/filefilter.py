@@ -12,7 +12,7 @@ import fnmatch
 from pathlib import Path
 from typing import Any
 
-from fulmen.supervisors.reload_patterns import DEFAULT_EXCLUDES, DEFAULT_INCLUDES, reload_patterns_of
+from fulmen.reload_patterns import DEFAULT_EXCLUDES, DEFAULT_INCLUDES, reload_patterns_of
 
 
 class FileFilter:

@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from fulmen.access_log import client_text, log_access
-from fulmen.http.flow_control import HIGH_WATER_LIMIT, FlowControl
 from fulmen.http.wire import (
     ERROR_BODIES,
     STATUS_LINES,
@@ -28,7 +27,8 @@ from fulmen.http.wire import (
     simple_response,
     status_line,
 )
-from fulmen.protocol import ServerProtocol
+from fulmen.protocols.flow_control import HIGH_WATER_LIMIT, FlowControl
+from fulmen.protocols.server_protocol import ServerProtocol
 from fulmen.websockets.frames import BINARY, TEXT, FrameReader, encode_frame
 
 if TYPE_CHECKING:

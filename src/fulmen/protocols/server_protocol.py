@@ -11,12 +11,12 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from fulmen.access_log import client_text
-from fulmen.http.exchange import ASGIExchange, service_unavailable
-from fulmen.http.flow_control import FlowControl
+from fulmen.protocols.exchange import ASGIExchange, service_unavailable
+from fulmen.protocols.flow_control import FlowControl
 
 if TYPE_CHECKING:
     from fulmen.config import Config
-    from fulmen.middleware.proxy_headers import TrustedHosts
+    from fulmen.forwarding import TrustedHosts
     from fulmen.server import ServerState
 
 access_logger = logging.getLogger("fulmen.access")
