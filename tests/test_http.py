@@ -225,21 +225,22 @@ def test_request_targets_parsed_alike_when_repeated(http_impl: str) -> None:
 
 
 def test_target_cache_stays_bounded() -> None:
-    from fulmen.http import connection
+    from fulmen.http import target
+    from fulmen.http.request_head import HTTPRequestError
 
-    for number in range(connection._TARGETS_MAX * 2 + 10):
-        assert connection.parse_target(b"/item/%d?n=%d" % (number, number)) == (
+    for number in range(target.CACHE_SIZE * 2 + 10):
+        assert target.parse_target(b"/item/%d?n=%d" % (number, number)) == (
             f"/item/{number}",
             b"/item/%d" % number,
             b"n=%d" % number,
         )
-        assert len(connection._TARGETS) <= connection._TARGETS_MAX
-    long_target = b"/" + b"x" * connection._TARGET_CACHED_SIZE
-    connection.parse_target(long_target)
-    assert long_target not in connection._TARGETS
-    with pytest.raises(connection.HTTPRequestError):
-        connection.parse_target(b"/caf\xc3\xa9")
-    assert b"/caf\xc3\xa9" not in connection._TARGETS
+        assert len(target.PARSED_TARGETS) <= target.CACHE_SIZE
+    long_target = b"/" + b"x" * target.CACHED_TARGET_LENGTH
+    target.parse_target(long_target)
+    assert long_target not in target.PARSED_TARGETS
+    with pytest.raises(HTTPRequestError):
+        target.parse_target(b"/caf\xc3\xa9")
+    assert b"/caf\xc3\xa9" not in target.PARSED_TARGETS
 
 
 def _send_on_many(server: Any, request: bytes, count: int = 32) -> list[bytes]:

@@ -185,4 +185,3 @@ def rewrite_from_headers(scope: dict[str, Any], trusted: TrustedHosts) -> None:
     apply_forwarding(
         scope, trusted, tuple((name, value) for name, value in headers if name in FORWARDING_HEADERS)
     )
-

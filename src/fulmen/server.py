@@ -40,11 +40,9 @@ class ServerState:
     def __init__(self) -> None:
         self.total_requests = 0
         self.completed_requests = 0
-        self.connections: set[Any] = set()
+        self.connections: set[Any] = set()  # each a fulmen.protocols.server_protocol.ServerProtocol
         self.tasks: set[asyncio.Task[None]] = set()
         self.default_headers: list[tuple[bytes, bytes]] = []
-        #: HTTP/1.1 responses with bytes held back until the next loop turn (one callback for all).
-        self.corked_cycles: list[Any] = []
         #: Writes access lines without the logging machinery while the access logger is set up as
         #: by default (None: through logging); the server refreshes it once a second.
         self.access_buffer: AccessLogBuffer | None = None
@@ -274,9 +272,7 @@ class Server:
         for server in self.servers:
             server.close()
         for connection in list(self.server_state.connections):
-            stop_keep_alive = getattr(connection, "stop_keep_alive", None)
-            if stop_keep_alive is not None:  # HTTP: no request after the ones in flight
-                stop_keep_alive()
+            connection.stop_keep_alive()  # HTTP: no request after the ones in flight
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         logger.info("Shutting down")
@@ -299,9 +295,7 @@ class Server:
             for task in self.server_state.tasks:
                 task.cancel()
             for connection in list(self.server_state.connections):
-                transport = getattr(connection, "transport", None)
-                if transport is not None:
-                    transport.abort()
+                connection.transport.abort()
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1)

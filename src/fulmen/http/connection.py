@@ -3,8 +3,10 @@
 A parser adapter (:mod:`fulmen.http.httptools_impl`, :mod:`fulmen.http.h11_impl`) turns bytes into
 three calls: :meth:`HTTPConnection.on_request` when a request head is complete, :meth:`on_body` and
 :meth:`on_message_complete`; or :meth:`reject` when the bytes are not HTTP. This class owns the
-rest: the ASGI scope, request checks and limits, pipelining, keep-alive and header timeouts, flow
-control, graceful shutdown, the WebSocket hand-over and the access log.
+rest: the ASGI scope, the request checks (:mod:`fulmen.http.request_head`), pipelining, keep-alive
+and header timeouts, flow control, graceful shutdown, and the hand-over to HTTP/2 or WebSocket.
+Each request is a :class:`~fulmen.http.cycle.RequestResponseCycle`; every byte the connection
+writes goes through its :class:`~fulmen.protocols.output.ConnectionOutput`.
 """
 
 from __future__ import annotations
@@ -12,48 +14,26 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import urllib.parse
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fulmen.forwarding import apply_forwarding
 from fulmen.http.cycle import RequestResponseCycle
-from fulmen.http.wire import ERROR_BODIES, simple_response
+from fulmen.http.request_head import HTTPRequestError, check_request_head
+from fulmen.http.target import PARSED_TARGETS, parse_target
+from fulmen.http.wire import simple_response
 from fulmen.protocols.flow_control import HIGH_WATER_LIMIT
+from fulmen.protocols.output import ConnectionOutput
+from fulmen.protocols.response_rules import ERROR_BODIES
 from fulmen.protocols.server_protocol import ServerProtocol
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger("fulmen.error")
 
-_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UPGRADE, _FORWARDING = range(7)
-#: The request headers the connection itself acts on.
-_REQUEST_HEADER_KINDS = {
-    b"host": _HOST,
-    b"content-length": _CONTENT_LENGTH,
-    b"transfer-encoding": _TRANSFER_ENCODING,
-    b"connection": _CONNECTION,
-    b"expect": _EXPECT,
-    b"upgrade": _UPGRADE,
-    b"forwarded": _FORWARDING,
-    b"x-forwarded-for": _FORWARDING,
-    b"x-forwarded-proto": _FORWARDING,
-}
-_HTTP_VERSIONS = {"1.1": "1.1", "1.0": "1.0", "HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
 _TRACE = 5
 #: The first bytes of an HTTP/2 connection with prior knowledge (RFC 9113 section 3.4).
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Seconds an idle keep-alive connection stays open at shutdown, for a request already on its way.
 SHUTDOWN_GRACE = 1.0
-
-
-class HTTPRequestError(Exception):
-    """A request the server answers itself with ``status`` and closes: bad syntax, limits, smuggling."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
 
 
 class HTTPConnection(ServerProtocol):
@@ -62,24 +42,19 @@ class HTTPConnection(ServerProtocol):
     __slots__ = (
         "active",
         "closing",
-        "connections",
-        "corked_cycles",
         "cycle",
         "default_block",
         "default_source",
-        "deferred",
         "head_started",
         "header_timer",
-        "idle_deadline",
-        "idle_timer",
         "max_head_size",
         "max_headers",
+        "output",
         "parser_paused",
         "pending_error",
         "pipeline",
         "prepares_requests",
         "ready",
-        "timeout_keep_alive",
         "timeout_request_header",
         "upgrade_scope",
         "ws_protocol_class",
@@ -90,31 +65,21 @@ class HTTPConnection(ServerProtocol):
         self.ws_protocol_class: Any = self.config.ws_protocol_class
         self.max_head_size: int = self.config.h11_max_incomplete_event_size
         self.max_headers: int = self.config.limit_request_headers
-        self.timeout_keep_alive = float(self.config.timeout_keep_alive)  # float + float: a specialized add
         self.timeout_request_header: float = self.config.timeout_request_header
-        self.connections = self.server_state.connections
-        # One queue of corked responses per server (a state without one, as uvicorn's: per connection).
-        corked: list[RequestResponseCycle] | None = getattr(self.server_state, "corked_cycles", None)
-        self.corked_cycles = [] if corked is None else corked
         # Only h11 needs a call between requests (a fresh state machine); llhttp goes on by itself.
         self.prepares_requests = type(self).prepare_next_request is not HTTPConnection.prepare_next_request
 
+        self.output: ConnectionOutput = None  # type: ignore[assignment]  # made with the transport
         self.cycle: RequestResponseCycle | None = None  # the request whose body is being read
         self.active: RequestResponseCycle | None = None  # the request whose response is being sent
         self.pipeline: deque[RequestResponseCycle] = deque()
         self.closing = False  # no new request is served: shutdown, or an error after the current one
         self.pending_error: HTTPRequestError | None = None
-        # Idle connections are closed lazily: a response only moves the deadline, and the one timer
-        # re-arms itself for the rest, instead of a timer made and cancelled per request.
-        self.idle_timer: asyncio.TimerHandle | None = None
-        self.idle_deadline = 0.0
         self.header_timer: asyncio.TimerHandle | None = None
         self.head_started = False  # some bytes of a request head have arrived, not yet all
         self.upgrade_scope: dict[str, Any] | None = None  # a WebSocket handshake waiting for hand-over
         self.parser_paused = False  # the parser holds a complete request until the current one ends
         self.ready: RequestResponseCycle | None = None  # parsed, to start when the parser returns
-        # A complete response whose bytes wait for the end of the loop turn (see cycle._write_last).
-        self.deferred: RequestResponseCycle | None = None
         self.default_source: list[tuple[bytes, bytes]] | None = None
         self.default_block = b""
         if self.config.http2:
@@ -126,21 +91,22 @@ class HTTPConnection(ServerProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.attach(transport)
+        self.read_addresses()
+        self.output = ConnectionOutput(self.transport, self.loop)
         if logger.isEnabledFor(_TRACE):
             logger.log(_TRACE, "%s - HTTP connection made", self.client_text)
         self.start_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.connections.discard(self)
         if logger.isEnabledFor(_TRACE):
             logger.log(_TRACE, "%s - HTTP connection lost", self.client_text)
-        self.cancel_timers()
+        self.cancel_header_timer()
+        self.output.connection_lost()
         for cycle in (self.active, self.cycle, *self.pipeline):
             if cycle is not None:
                 cycle.disconnect()
         self.pipeline.clear()
-        if self.flow is not None:
-            self.flow.resume_writing()
+        super().connection_lost(exc)
 
     def eof_received(self) -> None:
         """The client closed its side: like uvicorn, treat it as gone (the app sees a disconnect)."""
@@ -179,18 +145,12 @@ class HTTPConnection(ServerProtocol):
         """Give the connection to the HTTP/2 protocol, as :meth:`complete_upgrade` does for WebSockets."""
         from fulmen.http.h2_impl import H2Protocol
 
-        self.cancel_timers()
-        self.connections.discard(self)
+        self.detach()
+        self.cancel_header_timer()
         protocol = H2Protocol(self.config, self.server_state, self.app_state, _loop=self.loop)
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
         protocol.data_received(data)
-
-    def pause_writing(self) -> None:
-        self.flow.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.flow.resume_writing()
 
     # -- implemented by the parser adapters
 
@@ -216,66 +176,10 @@ class HTTPConnection(ServerProtocol):
         if self.header_timer is not None:
             self.header_timer.cancel()
             self.header_timer = None
-        if head_size > self.max_head_size:
-            raise HTTPRequestError(431, "Request head too large")
-        if len(headers) > self.max_headers:
-            raise HTTPRequestError(431, "Too many request headers")
-        version = _HTTP_VERSIONS.get(http_version)
-        if version is None:
-            raise HTTPRequestError(505, "Unsupported HTTP version")
-
-        keep_alive = version == "1.1"
-        expect_continue = False
-        upgrade: bytes | None = None
-        has_host = False
-        content_length: bytes | None = None
-        transfer_encoding: bytes | None = None
-        forwarding: tuple[tuple[bytes, bytes], ...] = ()
-        kinds = _REQUEST_HEADER_KINDS
-        for name, value in headers:
-            if name not in kinds:
-                continue  # most headers: one membership test, nothing to check
-            kind = kinds[name]
-            # In the order requests carry them most: Host always, forwarding headers behind a proxy,
-            # Connection from browsers.
-            if kind == _HOST:
-                if has_host:
-                    raise HTTPRequestError(400, "Duplicate Host header")
-                has_host = True
-            elif kind == _FORWARDING:
-                if self.trusted_peer:
-                    forwarding += ((name, value),)  # usually the only one: a tuple, the cache's key as it is
-            elif kind == _CONNECTION:
-                if value == b"keep-alive":  # as browsers send it: no lower() nor searches
-                    keep_alive = True
-                else:
-                    tokens = value.lower()
-                    if tokens.find(b"close") >= 0:  # find(): `bytes in bytes` first tries an int, and raises
-                        keep_alive = False
-                    elif tokens.find(b"keep-alive") >= 0:
-                        keep_alive = True
-            elif kind == _CONTENT_LENGTH:
-                if content_length is not None and content_length != value:
-                    raise HTTPRequestError(400, "Conflicting Content-Length headers")
-                if not value.isdigit():
-                    raise HTTPRequestError(400, "Invalid Content-Length header")
-                content_length = value
-            elif kind == _TRANSFER_ENCODING:
-                transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
-            elif kind == _EXPECT:
-                expect_continue = value.lower() == b"100-continue"
-            else:  # _UPGRADE
-                upgrade = value.lower()
-        if version == "1.1" and not has_host:
-            raise HTTPRequestError(400, "Missing Host header")
-        if transfer_encoding is not None:
-            if content_length is not None:
-                raise HTTPRequestError(400, "Both Content-Length and Transfer-Encoding")
-            # Only "chunked" alone frames a body both parsers read alike (RFC 9112 section 6.3).
-            if transfer_encoding.strip().lower() != b"chunked" or version == "1.0":
-                raise HTTPRequestError(400, "Invalid Transfer-Encoding")
-
-        parsed = _TARGETS.get(target)
+        version, keep_alive, expect_continue, upgrade, forwarding = check_request_head(
+            http_version, headers, head_size, self.max_head_size, self.max_headers, self.trusted_peer
+        )
+        parsed = PARSED_TARGETS.get(target)
         if parsed is None:
             parsed = parse_target(target)
         path, raw_path, query = parsed
@@ -288,9 +192,9 @@ class HTTPConnection(ServerProtocol):
         if upgrade is not None and self.handle_upgrade(upgrade, scope):
             return
 
-        cycle = RequestResponseCycle(
-            scope, self, keep_alive and not self.closing, expect_continue, method == "HEAD", version == "1.0"
-        )
+        cycle = RequestResponseCycle(self, scope, expect_continue, method == "HEAD")
+        cycle.keep_alive = keep_alive and not self.closing
+        cycle.http10 = version == "1.0"
         self.cycle = cycle
         if self.active is None:
             # Started once the parser returns, so the application never runs inside a parser callback.
@@ -328,8 +232,7 @@ class HTTPConnection(ServerProtocol):
             return
         if not cycle.keep_alive or self.closing or cycle.more_body:
             # An unread request body would be parsed as the next request: close instead.
-            self.flush_deferred()
-            self.transport.close()
+            self.output.close()
             return
         if self.pending_error is not None and not self.pipeline:
             self.reject(self.pending_error)  # after every request that came before the bad one
@@ -344,8 +247,7 @@ class HTTPConnection(ServerProtocol):
                 self.complete_upgrade(self.take_trailing_data())
                 return
             if self.closing:
-                self.flush_deferred()
-                self.transport.close()
+                self.output.close()
                 return
             if self.ready is not None:
                 cycle, self.ready = self.ready, None
@@ -358,7 +260,8 @@ class HTTPConnection(ServerProtocol):
         if flow.read_paused and not self.pipeline and not self.parser_paused and self.pending_error is None:
             flow.resume_reading()
         if self.active is None and not self.head_started:
-            # Idle: the one lazy timer closes the connection once this deadline has passed.
+            # Idle (start_idle(), inline: this is once per request): the one lazy timer closes the
+            # connection once this deadline has passed.
             self.idle_deadline = self.loop.time() + self.timeout_keep_alive
             if self.idle_timer is None:
                 self.idle_timer = self.loop.call_later(self.timeout_keep_alive, self.on_idle_timeout)
@@ -386,9 +289,9 @@ class HTTPConnection(ServerProtocol):
         scope = self.upgrade_scope
         assert scope is not None
         self.upgrade_scope = None
-        self.flush_deferred()  # the responses before the handshake's, in order
-        self.cancel_timers()
-        self.connections.discard(self)
+        self.output.flush()  # the responses before the handshake's, in order
+        self.detach()
+        self.cancel_header_timer()
         protocol: Any = self.ws_protocol_class(
             config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
         )
@@ -405,8 +308,8 @@ class HTTPConnection(ServerProtocol):
         """Answer a bad request with ``error.status`` and close; after the response in flight, if any."""
         if self.transport.is_closing():
             return
-        self.flush_deferred()
-        self.cancel_timers()
+        self.cancel_idle()
+        self.cancel_header_timer()
         self.flow.pause_reading()
         active = self.active
         if active is not None and not active.response_complete:
@@ -414,7 +317,8 @@ class HTTPConnection(ServerProtocol):
                 # The body being read is malformed: the application sees a disconnect.
                 active.disconnect()
                 if active.response_started:
-                    self.transport.close()
+                    self.output.discard()  # the client sees the response cut
+                    self.output.close()
                     return
             else:
                 # A later request is bad: answered after the requests before it (the ones pipelined
@@ -430,38 +334,26 @@ class HTTPConnection(ServerProtocol):
         else:
             logger.warning("%s: %s", ERROR_BODIES.get(status, b"").decode(), error)
         logger.debug("Rejected request from %s: %s", self.client_text, error)
-        self.transport.write(simple_response(status, ERROR_BODIES.get(status, str(error).encode())))
-        self.transport.close()
+        self.output.write(simple_response(status, ERROR_BODIES.get(status, str(error).encode())))
+        self.output.close()
 
-    def start_idle(self) -> None:
-        self.idle_deadline = self.loop.time() + self.timeout_keep_alive
-        if self.idle_timer is None:
-            self.idle_timer = self.loop.call_later(self.timeout_keep_alive, self.on_idle_timeout)
+    def cancel_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
 
-    def cancel_timers(self) -> None:
-        for timer in (self.idle_timer, self.header_timer):
-            if timer is not None:
-                timer.cancel()
-        self.idle_timer = self.header_timer = None
+    def busy(self) -> bool:
+        return self.active is not None or self.head_started
 
-    def on_idle_timeout(self) -> None:
-        self.idle_timer = None
-        if self.active is not None or self.head_started or self.transport.is_closing():
-            return  # busy: the end of the response starts a new idle period
-        remaining = self.idle_deadline - self.loop.time()
-        if remaining > 0:
-            self.idle_timer = self.loop.call_later(remaining, self.on_idle_timeout)
-        else:
-            self.flush_deferred()
-            self.transport.close()
+    def close_idle(self) -> None:
+        self.output.close()
 
     def on_header_timeout(self) -> None:
         self.header_timer = None
         if self.head_started and self.active is None and not self.transport.is_closing():
             logger.debug("%s - request head not complete in time", self.client_text)
-            self.flush_deferred()
-            self.transport.write(simple_response(408, ERROR_BODIES[408]))
-            self.transport.close()
+            self.output.write(simple_response(408, ERROR_BODIES[408]))
+            self.output.close()
 
     def shutdown(self) -> None:
         """Graceful shutdown: close after the response in flight; an idle connection after a short
@@ -476,16 +368,7 @@ class HTTPConnection(ServerProtocol):
         if active is not None and not active.response_complete:
             active.keep_alive = False
         elif not self.head_started and not self.transport.is_closing():
-            if self.idle_timer is not None:
-                self.idle_timer.cancel()
-            self.idle_deadline = self.loop.time() + SHUTDOWN_GRACE
-            self.idle_timer = self.loop.call_later(SHUTDOWN_GRACE, self.on_idle_timeout)
-
-    def flush_deferred(self) -> None:
-        """Write the response held for the end of the loop turn, if any: before anything else is written
-        on the connection, or it is closed."""
-        if self.deferred is not None:
-            self.deferred.flush()  # which lets go of it
+            self.start_idle(SHUTDOWN_GRACE)
 
     def default_header_block(self) -> bytes:
         """The server's default headers (date, server, --header) as bytes, rebuilt when they change."""
@@ -494,44 +377,3 @@ class HTTPConnection(ServerProtocol):
             self.default_source = source
             self.default_block = b"".join(b"%s: %s\r\n" % (name, value) for name, value in source)
         return self.default_block
-
-
-#: Request targets already parsed, to their (path, raw path, query): most requests ask for a few paths
-#: again and again. Bounded; emptied when full, so that the paths in use now come back in.
-_TARGETS: dict[bytes, tuple[str, bytes, bytes]] = {}
-_TARGETS_MAX = 1024
-_TARGET_CACHED_SIZE = 256
-
-
-def parse_target(target: bytes) -> tuple[str, bytes, bytes]:
-    """The decoded path, raw path and query of a request target (origin or absolute form, or ``*``)."""
-    if not target.startswith(b"/"):
-        if target == b"*":
-            raw_path, query = target, b""
-        else:
-            scheme_end = target.find(b"://")
-            if scheme_end < 0:
-                raise HTTPRequestError(400, "Invalid request target")
-            path_start = target.find(b"/", scheme_end + 3)
-            query_start = target.find(b"?", scheme_end + 3)
-            if path_start < 0 or (0 <= query_start < path_start):
-                raw_path, query = b"/", (target[query_start + 1 :] if query_start >= 0 else b"")
-            else:
-                raw_path, _, query = target[path_start:].partition(b"?")
-    else:
-        raw_path, _, query = target.partition(b"?")
-    fragment = query.find(b"#")
-    if fragment >= 0:
-        query = query[:fragment]
-    try:
-        path = raw_path.decode("ascii")
-    except UnicodeDecodeError:
-        raise HTTPRequestError(400, "Invalid characters in request target") from None
-    if "%" in path:
-        path = urllib.parse.unquote(path)
-    parsed = (path, raw_path, query)
-    if len(target) <= _TARGET_CACHED_SIZE:
-        if len(_TARGETS) >= _TARGETS_MAX:
-            _TARGETS.clear()
-        _TARGETS[target] = parsed
-    return parsed

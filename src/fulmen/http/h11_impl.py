@@ -7,16 +7,13 @@ h11 state machine (see :meth:`H11Protocol.prepare_next_request`).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 import h11
 from h11._readers import ChunkedReader
 
-from fulmen.http.connection import HTTPConnection, HTTPRequestError
+from fulmen.http.connection import HTTPConnection
+from fulmen.http.request_head import HTTPRequestError
 from fulmen.http.wire import lax_framing
-
-if TYPE_CHECKING:
-    pass
 
 _MAX_CHUNK_SIZE = 1 << 64
 # A chunk-size line as llhttp accepts it: hex digits, then extensions without any whitespace.

@@ -4,16 +4,16 @@ A connection reaches :class:`H2Protocol` from :meth:`HTTPConnection.detect_http2
 <fulmen.http.connection.HTTPConnection.detect_http2>` once TLS negotiated ``h2`` or its first bytes
 are the HTTP/2 preface. h2 turns bytes into events and frames; this module owns the rest: the
 scope, flow control both ways (request data is acknowledged as the application reads it, responses
-wait for the peer's window), limits, the idle timeout, graceful shutdown (GOAWAY, then the streams
-in flight finish) and the access log. Response checks are the HTTP/1.1 cycle's own.
+wait for the peer's window), limits, graceful shutdown (GOAWAY, then the streams in flight finish)
+and the access log. The order of messages and the response checks are the shared
+:mod:`~fulmen.protocols.response_rules`; the idle timer is the protocol floor's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -27,18 +27,23 @@ from hyperframe.frame import GoAwayFrame
 
 from fulmen.access_log import log_access
 from fulmen.forwarding import rewrite_from_headers
-from fulmen.http.connection import HTTPRequestError, parse_target
-from fulmen.http.wire import (
+from fulmen.http.request_head import HTTPRequestError
+from fulmen.http.target import parse_target
+from fulmen.protocols.response_rules import (
+    CHECKED_VALUES,
+    DISCONNECT,
     ERROR_BODIES,
-    RESPONSE_HEADER_NAMES,
-    checked_header_name,
-    response_content_length,
+    HEADER_NAMES,
+    ASGIExchange,
+    body_allowed,
+    body_too_long,
+    body_too_short,
+    check_header_value,
+    check_status,
+    content_length,
+    header_name,
 )
-from fulmen.protocols.exchange import ASGIExchange
 from fulmen.protocols.server_protocol import ServerProtocol
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger("fulmen.error")
 
@@ -61,12 +66,10 @@ _H2_CONFIG = h2.config.H2Configuration(
     normalize_outbound_headers=False,
 )
 _STATUS = {status: str(status).encode() for status in range(100, 600)}
-_NO_BODY_STATUSES = frozenset({204, 304})
 #: HTTP/1.1 connection and framing headers: meaningless in HTTP/2 and forbidden on the wire (RFC 9113
 #: section 8.2.2), so an application's are dropped (an app written for HTTP/1.1 may send them).
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _SPECIAL_NAMES = _HOP_BY_HOP | {b"content-length", b"server", b"date"}
-_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
 
 def _with_goaway_code(output: bytes, last_stream_id: int) -> bytes:
@@ -82,56 +85,21 @@ def _with_goaway_code(output: bytes, last_stream_id: int) -> bytes:
 class H2Stream(ASGIExchange):
     """One request and its response: the ASGI ``receive`` and ``send`` of a stream."""
 
-    __slots__ = (
-        "conn",
-        "stream_id",
-        "scope",
-        "expect_continue",
-        "body",
-        "unacked",
-        "more_body",
-        "body_delivered",
-        "disconnected",
-        "response_started",
-        "response_complete",
-        "ended",
-        "remaining",
-        "status",
-        "bytes_sent",
-        "started_at",
-        "_read_waiter",
-        "_write_waiter",
-    )
+    __slots__ = ("_write_waiter", "body", "ended", "stream_id", "unacked")
+
+    conn: H2Protocol
 
     def __init__(
         self, conn: H2Protocol, stream_id: int, scope: dict[str, Any], expect_continue: bool
     ) -> None:
-        self.conn = conn
+        ASGIExchange.__init__(self, conn, scope, expect_continue, scope["method"] == "HEAD")
         self.stream_id = stream_id
-        self.scope = scope
-        self.expect_continue = expect_continue
         self.body: list[bytes] = []
         self.unacked = 0  # flow-controlled bytes received and not yet read by the application
-        self.more_body = True
-        self.body_delivered = False
-        self.disconnected = False
-        self.response_started = False
-        self.response_complete = False
         self.ended = False  # END_STREAM sent
-        self.remaining = -1  # bytes of Content-Length still to send; -1 when not framed by length
-        self.status = 0
-        self.bytes_sent = 0
-        self.started_at = time.monotonic() if conn.access_log else 0.0
-        self.task: asyncio.Task[None] | None = None
-        self._read_waiter: asyncio.Future[None] | None = None
         self._write_waiter: asyncio.Future[None] | None = None
 
     # -- events from the connection
-
-    def wake_reader(self) -> None:
-        waiter = self._read_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def wake_writer(self) -> None:
         waiter = self._write_waiter
@@ -140,15 +108,16 @@ class H2Stream(ASGIExchange):
 
     def disconnect(self) -> None:
         self.disconnected = True
-        self.wake_reader()
+        self.wake()
         self.wake_writer()
 
     # -- the ASGI application
 
-    def app_done(self) -> None:
-        if self.task is not None:
-            self.conn.tasks.discard(self.task)
-        self.conn.on_stream_done(self)
+    async def call_app(self, app: Any) -> None:
+        try:
+            await ASGIExchange.call_app(self, app)
+        finally:
+            self.conn.on_stream_done(self)
 
     def abort(self) -> None:
         """Reset the stream: the client sees the response cut, and the connection's other streams go on."""
@@ -173,12 +142,12 @@ class H2Stream(ASGIExchange):
                 self.conn.schedule_flush()
         if not self.body and not self.disconnected and not self.response_complete:
             if self.more_body:
-                await self._wait_read()
+                await self.wait()
             else:
                 while self.body_delivered and not self.disconnected and not self.response_complete:
-                    await self._wait_read()
+                    await self.wait()
         if self.disconnected or self.response_complete:
-            return _DISCONNECT
+            return DISCONNECT
         body = self.body
         self.body = []
         if self.unacked:
@@ -189,12 +158,9 @@ class H2Stream(ASGIExchange):
         data = body[0] if len(body) == 1 else b"".join(body)
         return {"type": "http.request", "body": data, "more_body": self.more_body}
 
-    async def _wait_read(self) -> None:
-        waiter = self._read_waiter = self.conn.loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._read_waiter = None
+    async def wait_writable(self) -> None:
+        while self.flow.write_paused and not self.disconnected:
+            await self._wait_write()
 
     async def _wait_write(self) -> None:
         waiter = self._write_waiter = self.conn.loop.create_future()
@@ -203,73 +169,56 @@ class H2Stream(ASGIExchange):
         finally:
             self._write_waiter = None
 
-    async def send(self, message: dict[str, Any]) -> None:
-        message_type = message["type"]
-        conn = self.conn
-        while conn.flow.write_paused and not self.disconnected:
-            await self._wait_write()
-        if self.disconnected:
-            return
-
-        if not self.response_started:
-            if message_type != "http.response.start":
-                raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{message_type}'.")
-            headers = self._build_headers(message["status"], message.get("headers", ()))
-            self.response_started = True  # after the checks: an invalid start still gets a 500
-            self.expect_continue = False
-            self.ended = self.remaining == 0  # HEAD, 204 and 304: the headers are the whole response
-            conn.h2c.send_headers(self.stream_id, headers, end_stream=self.ended)
-            conn.schedule_flush()
-        elif not self.response_complete:
-            if message_type != "http.response.body":
-                raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{message_type}'.")
-            body = message.get("body", b"")
-            if type(body) is not bytes and not isinstance(body, (bytearray, memoryview)):
-                raise TypeError(f"Expected bytes as 'http.response.body' body, got {type(body).__name__}.")
-            more_body = message.get("more_body", False)
-            await self._write_body(body, more_body)
-            if not more_body:
-                self._finish()
-        else:
-            raise RuntimeError(
-                f"Unexpected ASGI message '{message_type}' sent, after response already completed."
-            )
-
     # -- the response on the wire
+
+    def start_response(self, status: Any, headers: Any) -> None:
+        headers = self._build_headers(status, headers)
+        self.ended = self.remaining == 0  # HEAD, 204 and 304: the headers are the whole response
+        self.conn.h2c.send_headers(self.stream_id, headers, end_stream=self.ended)
+        self.conn.schedule_flush()
+
+    def send_body(self, body: bytes) -> Any:
+        return self._write_body(body, True)
+
+    def send_last(self, body: bytes) -> Any:
+        return self._write_last(body)
 
     def _build_headers(self, status: Any, headers: Any) -> list[tuple[bytes, bytes]]:
         # An informational status cannot be the final response in HTTP/2.
-        if type(status) is not int or not 200 <= status <= 599:
-            raise RuntimeError(f"Invalid HTTP status code '{status}' in response.")
-        self.status = status
+        self.status = check_status(status, 200)
         result = [(b":status", _STATUS[status])]
         append = result.append
-        content_length = -1
+        length = -1
         seen_defaults: set[bytes] | None = None
-        names = RESPONSE_HEADER_NAMES
-        for name, value in headers:
+        names = HEADER_NAMES
+        for name, raw_value in headers:
             lname = names.get(name)
             if lname is None:
-                lname = checked_header_name(name)
-            if b"\r" in value or b"\n" in value or b"\0" in value:
-                raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
+                lname = header_name(name)
+            value = bytes(raw_value)
+            if value not in CHECKED_VALUES:
+                check_header_value(value)
             if lname in _SPECIAL_NAMES:
                 if lname == b"content-length":
-                    content_length = response_content_length(value)
+                    length = content_length(value)
                 elif lname in _HOP_BY_HOP:
                     continue
                 else:  # server, date: the application's replace the defaults
                     seen_defaults = seen_defaults or set()
                     seen_defaults.add(lname)
-            append((lname, bytes(value)))
+            append((lname, value))
         for name, value in self.conn.server_state.default_headers:
             if seen_defaults is None or name not in seen_defaults:
                 append((name, value))
-        if status in _NO_BODY_STATUSES or self.scope["method"] == "HEAD":
+        if not body_allowed(status, self.head_request):
             self.remaining = 0
-        elif content_length >= 0:
-            self.remaining = content_length
+        elif length >= 0:
+            self.remaining = length
         return result
+
+    async def _write_last(self, body: bytes) -> None:
+        await self._write_body(body, False)
+        self._finish()
 
     async def _write_body(self, body: bytes | bytearray | memoryview, more_body: bool) -> None:
         size = len(body)
@@ -278,10 +227,10 @@ class H2Stream(ASGIExchange):
             return
         if self.remaining >= 0:
             if size > self.remaining:
-                raise RuntimeError("Response content longer than Content-Length")
+                raise body_too_long()
             self.remaining -= size
             if not more_body and self.remaining > 0:
-                raise RuntimeError("Response content shorter than Content-Length")
+                raise body_too_short()
         conn = self.conn
         h2c = conn.h2c
         stream_id = self.stream_id
@@ -309,7 +258,7 @@ class H2Stream(ASGIExchange):
 
     def _finish(self) -> None:
         self.response_complete = True
-        self.wake_reader()
+        self.wake()
         if self.conn.access_log:
             buffer = self.conn.server_state.access_buffer
             scope = self.scope
@@ -322,23 +271,20 @@ class H2Protocol(ServerProtocol):
 
     def setup(self) -> None:
         super().setup()
-        self.connections = self.server_state.connections
         self.max_head_size: int = self.config.h11_max_incomplete_event_size
         self.max_headers: int = self.config.limit_request_headers
-        self.timeout_keep_alive: float = self.config.timeout_keep_alive
 
         self.h2c = h2.connection.H2Connection(config=_H2_CONFIG)
         self.streams: dict[int, H2Stream] = {}
         self.closing = False  # GOAWAY sent: no new stream; close once the streams in flight are done
         self.unflushed = 0
         self.flush_scheduled = False
-        self.idle_timer: asyncio.TimerHandle | None = None
-        self.idle_deadline = 0.0
 
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.attach(transport)
+        self.read_addresses()
         h2c = self.h2c
         h2c.local_settings = h2.settings.Settings(
             client=False,
@@ -357,14 +303,9 @@ class H2Protocol(ServerProtocol):
         self.start_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.connections.discard(self)
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
         for stream in self.streams.values():
             stream.disconnect()
-        if self.flow is not None:
-            self.flow.resume_writing()
+        super().connection_lost(exc)
 
     def eof_received(self) -> None:
         """The client closed its side: the streams see a disconnect when the transport closes."""
@@ -401,7 +342,7 @@ class H2Protocol(ServerProtocol):
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
                     stream.more_body = False
-                    stream.wake_reader()
+                    stream.wake()
             elif isinstance(event, h2.events.WindowUpdated):
                 if event.stream_id:
                     stream = self.streams.get(event.stream_id)
@@ -482,7 +423,7 @@ class H2Protocol(ServerProtocol):
         if event.data:
             stream.body.append(event.data)
         stream.unacked += length
-        stream.wake_reader()
+        stream.wake()
 
     def on_response_complete(self, stream: H2Stream) -> None:
         self.server_state.completed_requests += 1
@@ -570,20 +511,11 @@ class H2Protocol(ServerProtocol):
 
     # -- timeouts, shutdown
 
-    def start_idle(self) -> None:
-        self.idle_deadline = self.loop.time() + self.timeout_keep_alive
-        if self.idle_timer is None:
-            self.idle_timer = self.loop.call_later(self.timeout_keep_alive, self.on_idle_timeout)
+    def busy(self) -> bool:
+        return bool(self.streams)
 
-    def on_idle_timeout(self) -> None:
-        self.idle_timer = None
-        if self.streams or self.transport.is_closing():
-            return  # busy: the end of the last stream starts a new idle period
-        remaining = self.idle_deadline - self.loop.time()
-        if remaining > 0:
-            self.idle_timer = self.loop.call_later(remaining, self.on_idle_timeout)
-        else:
-            self.close()
+    def close_idle(self) -> None:
+        self.close()
 
     def close(self) -> None:
         """GOAWAY (no error) and close."""

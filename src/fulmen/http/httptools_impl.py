@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
 
 import httptools
 
-from fulmen.http.connection import HTTPConnection, HTTPRequestError, logger
+from fulmen.http.connection import HTTPConnection
+from fulmen.http.request_head import HTTPRequestError
 
-if TYPE_CHECKING:
-    pass
+logger = logging.getLogger("fulmen.error")
 
 _METHODS: dict[bytes, str] = {}
 

@@ -1,16 +1,15 @@
-"""HTTP/1.1 bytes on the wire: status lines, header checks and canned responses.
+"""HTTP/1.1 bytes on the wire: status lines, header line starts, canned responses, and the request
+heads h11 would read more loosely than llhttp.
 
-Everything here is computed once at import, so the per-request path only looks things up.
+Everything here is computed once at import, or once per distinct value, so the per-request path
+only looks things up. What makes a response valid is :mod:`fulmen.protocols.response_rules`'s.
 """
 
 from __future__ import annotations
 
 import http
 
-#: Characters allowed in a header name (RFC 9110 "token").
-TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-#: bytes.translate table that deletes nothing; used with a delete set to find bad characters.
-_IDENTITY = bytes(range(256))
+from fulmen.protocols.response_rules import header_name
 
 
 def status_line(status: int) -> bytes:
@@ -22,11 +21,6 @@ def status_line(status: int) -> bytes:
 
 
 STATUS_LINES: dict[int, bytes] = {status: status_line(status) for status in range(100, 600)}
-
-
-def is_token(name: bytes) -> bool:
-    """True when ``name`` is a valid header name: non-empty and only token characters."""
-    return bool(name) and not name.translate(_IDENTITY, TOKEN_CHARS)
 
 
 def lax_framing(head: bytes, *, folding: bool = True) -> str | None:
@@ -67,53 +61,16 @@ def lax_framing(head: bytes, *, folding: bool = True) -> str | None:
 _LAX_ALLOWED = bytes(c for c in range(256) if c in (9, 10, 13) or 32 <= c != 127)
 
 
-#: Response header names already checked, mapped to their lower-case form.
-RESPONSE_HEADER_NAMES: dict[bytes, bytes] = {}
-
-
-def checked_header_name(name: bytes) -> bytes:
-    lower = bytes(name).lower()
-    if not is_token(lower):
-        raise RuntimeError(f"Invalid HTTP header name {name!r} in response.")
-    if len(RESPONSE_HEADER_NAMES) < 2048:
-        RESPONSE_HEADER_NAMES[name] = lower
-    return lower
-
-
 #: The start of a response header line ("content-type: ") by the name the application gave, checked.
 RESPONSE_HEADER_PREFIXES: dict[bytes, bytes] = {}
 
 
 def checked_header_prefix(name: bytes) -> bytes:
-    prefix = checked_header_name(name) + b": "
+    """The start of a response header's line, its name checked (look in RESPONSE_HEADER_PREFIXES first)."""
+    prefix = header_name(name) + b": "
     if len(RESPONSE_HEADER_PREFIXES) < 2048:
         RESPONSE_HEADER_PREFIXES[name] = prefix
     return prefix
-
-
-#: Response header values already checked (short ones only): apps send the same few again and again.
-CHECKED_VALUES: set[bytes] = set()
-
-
-def check_header_value(value: bytes) -> None:
-    """Refuse a response header value that would end the line early or smuggle a header: CR, LF, NUL."""
-    if value.find(b"\r") >= 0 or value.find(b"\n") >= 0 or value.find(b"\0") >= 0:
-        raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
-    if type(value) is bytes and len(value) <= 256 and len(CHECKED_VALUES) < 4096:
-        CHECKED_VALUES.add(value)
-
-
-#: Response Content-Length values already parsed (a bounded cache: most responses repeat a few sizes).
-CONTENT_LENGTHS: dict[bytes, int] = {}
-
-
-def response_content_length(value: bytes) -> int:
-    if not value.isdigit():
-        raise RuntimeError(f"Invalid Content-Length {value!r} in response.")
-    length = int(value)
-    if type(value) is bytes and len(value) <= 20 and len(CONTENT_LENGTHS) < 4096:
-        CONTENT_LENGTHS[value] = length
-    return length
 
 
 def simple_response(status: int, body: bytes, *, close: bool = True, extra: bytes = b"") -> bytes:
@@ -130,16 +87,5 @@ def simple_response(status: int, body: bytes, *, close: bool = True, extra: byte
         )
     )
 
-
-#: Reasons the server gives itself, by status.
-ERROR_BODIES: dict[int, bytes] = {
-    400: b"Invalid HTTP request received.",
-    408: b"Request Timeout",
-    413: b"Request Entity Too Large",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-    501: b"Not Implemented",
-    503: b"Service Unavailable",
-}
 
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -1,5 +1,6 @@
 """What every connection protocol of a server starts from, whatever it speaks (HTTP/1.1, HTTP/2,
-WebSocket): the loaded configuration and application, the loop, and the server's shared state."""
+WebSocket): the loaded configuration and application, the loop, the server's shared state, the
+application's tasks, flow control, the idle timer, and the two calls the server makes at shutdown."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from fulmen.access_log import client_text
-from fulmen.protocols.exchange import ASGIExchange, service_unavailable
 from fulmen.protocols.flow_control import FlowControl
+from fulmen.protocols.response_rules import ASGIExchange, service_unavailable
 
 if TYPE_CHECKING:
     from fulmen.config import Config
@@ -39,7 +40,10 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         "asgi",
         "client",
         "config",
+        "connections",
         "flow",
+        "idle_deadline",
+        "idle_timer",
         "limit_concurrency",
         "loop",
         "plain_tasks",
@@ -52,6 +56,7 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         "server",
         "server_state",
         "tasks",
+        "timeout_keep_alive",
         "transport",
         "trusted_peer",
     )
@@ -73,6 +78,7 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         self.limit_concurrency: int | None = config.limit_concurrency
         self.reset_contextvars = bool(config.reset_contextvars)
         self.tasks = server_state.tasks
+        self.connections = server_state.connections
         # Without a task factory on the loop, tasks are made directly: create_task() only adds a call.
         self.plain_tasks = self.loop.get_task_factory() is None and not self.reset_contextvars
         # Decided once per connection: the access line is only built when it is logged.
@@ -88,6 +94,11 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         self.root_path_bytes = self.root_path.encode("ascii")
         self.asgi = {"version": config.asgi_version, "spec_version": "2.4"}
         self.scope_template = self.make_scope_template()
+        self.timeout_keep_alive = float(config.timeout_keep_alive)  # float + float: a specialized add
+        # Idle connections are closed lazily: the end of a request only moves the deadline, and the
+        # one timer re-arms itself for the rest, instead of a timer made and cancelled per request.
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_deadline = 0.0
         self.setup()
 
     def setup(self) -> None:
@@ -148,7 +159,7 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
 
     def start_exchange(self, exchange: ASGIExchange) -> None:
         """Start an HTTP request's application (a 503 answer when over ``--limit-concurrency``); the
-        exchange removes its task from ``ServerState.tasks`` when it ends (``app_done``)."""
+        exchange removes its task from ``ServerState.tasks`` when it ends (``call_app``)."""
         app = self.app
         if self.limit_concurrency is not None and len(self.tasks) >= self.limit_concurrency:
             app = service_unavailable
@@ -171,16 +182,89 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         return client_text(self.client)
 
     def attach(self, transport: asyncio.BaseTransport) -> None:
-        """Take a new connection: addresses, TLS, flow control, and whether the peer is a trusted proxy."""
-        self.server_state.connections.add(self)
+        """Take a transport: the server counts this connection, and flow control watches the transport."""
+        self.connections.add(self)
         self.transport = transport  # type: ignore[assignment]
         self.flow = FlowControl(self.transport)
+
+    def read_addresses(self) -> None:
+        """The connection's addresses, TLS, and whether the peer is a trusted proxy (for a new socket)."""
+        transport = self.transport
         self.server = transport_address(transport, "sockname")
         self.client = transport_address(transport, "peername")
         if self.proxy_trust is not None:
             self.trusted_peer = (self.client[0] if self.client else None) in self.proxy_trust
         self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
         self.scope_template = self.make_scope_template()
+
+    def detach(self) -> None:
+        """The connection is gone, or handed to another protocol: the server stops counting it here."""
+        self.connections.discard(self)
+        self.cancel_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The end of the connection; a subclass first tells its exchanges they are disconnected, then
+        calls this: a ``send()`` waiting for the transport then returns to an application that
+        already sees the disconnect (else a loop that sends until it does would never yield)."""
+        self.detach()
+        if self.flow is not None:
+            self.flow.resume_writing()
+
+    # -- flow control: the transport's buffer
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    # -- the idle timer
+
+    def start_idle(self, timeout: float | None = None) -> None:
+        """Close the connection once it has been idle for ``timeout`` (``--timeout-keep-alive``)."""
+        if timeout is None:
+            timeout = self.timeout_keep_alive
+        deadline = self.loop.time() + timeout
+        timer = self.idle_timer
+        if timer is not None and deadline < self.idle_deadline:
+            timer.cancel()  # an earlier deadline: the lazy timer would fire too late
+            timer = None
+        self.idle_deadline = deadline
+        if timer is None:
+            self.idle_timer = self.loop.call_later(timeout, self.on_idle_timeout)
+
+    def cancel_idle(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def on_idle_timeout(self) -> None:
+        self.idle_timer = None
+        if self.busy() or self.transport.is_closing():
+            return  # the end of the work in flight starts a new idle period
+        remaining = self.idle_deadline - self.loop.time()
+        if remaining > 0:
+            self.idle_timer = self.loop.call_later(remaining, self.on_idle_timeout)
+        else:
+            self.close_idle()
+
+    def busy(self) -> bool:
+        """True while the connection has work in flight: the idle timer then leaves it open."""
+        return False
+
+    def close_idle(self) -> None:
+        """Close a connection idle for too long."""
+        self.transport.close()
+
+    # -- shutdown: the server calls these on every connection it counts
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Graceful shutdown: finish what is in flight, take nothing new, then close."""
+
+    @abc.abstractmethod
+    def stop_keep_alive(self) -> None:
+        """Serve no request after the ones in flight (``--limit-max-requests`` reached), then close."""
 
 
 def transport_address(transport: asyncio.BaseTransport, name: str) -> tuple[str, int] | None:

@@ -17,22 +17,14 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fulmen.access_log import client_text, log_access
-from fulmen.http.wire import (
-    ERROR_BODIES,
-    STATUS_LINES,
-    is_token,
-    simple_response,
-    status_line,
-)
-from fulmen.protocols.flow_control import HIGH_WATER_LIMIT, FlowControl
+from fulmen.http.wire import STATUS_LINES, simple_response, status_line
+from fulmen.protocols.flow_control import HIGH_WATER_LIMIT
+from fulmen.protocols.response_rules import ERROR_BODIES, check_status, checked_headers
 from fulmen.protocols.server_protocol import ServerProtocol
 from fulmen.websockets.frames import BINARY, TEXT, FrameReader, encode_frame
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger("fulmen.error")
 _TRACE = 5
@@ -116,10 +108,8 @@ class WebSocketSession(ServerProtocol):
 
     def accept_upgrade(self, transport: asyncio.Transport, scope: dict[str, Any], trailing: bytes) -> None:
         """Take over ``transport`` with the parsed handshake, then check limits and start the app."""
-        self.transport = transport
-        self.flow = FlowControl(transport)
+        self.attach(transport)
         state = self.server_state
-        state.connections.add(self)
         if self.access_log:
             self.started_at = time.monotonic()
         if not transport.is_reading():
@@ -161,7 +151,6 @@ class WebSocketSession(ServerProtocol):
                 self.flow.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server_state.connections.discard(self)
         if logger.isEnabledFor(_TRACE):
             logger.log(_TRACE, "%s - WebSocket connection lost", self.client_text)
         self.reading = False
@@ -172,13 +161,7 @@ class WebSocketSession(ServerProtocol):
             self.close_timer = None
         if self.disconnect is None:
             self.set_disconnect(self.close_code if self.close_code is not None else 1006, "")
-        self.flow.resume_writing()  # a send() waiting for the transport returns (and raises)
-
-    def pause_writing(self) -> None:
-        self.flow.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.flow.resume_writing()
+        super().connection_lost(exc)  # a send() waiting for the transport returns (and raises)
 
     def is_reading(self) -> bool:
         return self.reading
@@ -381,9 +364,7 @@ class WebSocketSession(ServerProtocol):
 
     def start_response(self, message: dict[str, Any]) -> None:
         """The app's own HTTP answer to the handshake; its body ends when the connection closes."""
-        status = message["status"]
-        if type(status) is not int or not 100 <= status <= 599:
-            raise RuntimeError(f"Invalid HTTP status code '{status}' in response.")
+        status = check_status(message["status"])
         head = [STATUS_LINES.get(status) or status_line(status)]
         for name, value in self.response_headers(message.get("headers") or ()):
             if name != b"connection":
@@ -395,19 +376,7 @@ class WebSocketSession(ServerProtocol):
 
     def response_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """The app's headers, checked, followed by the server's default headers it did not set."""
-        checked: list[tuple[bytes, bytes]] = []
-        names: set[bytes] = set()
-        for raw_name, raw_value in headers:
-            name = bytes(raw_name).lower()
-            value = bytes(raw_value)
-            if not is_token(name):
-                raise RuntimeError(f"Invalid HTTP header name {name!r} in response.")
-            if b"\r" in value or b"\n" in value or b"\0" in value:
-                raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
-            names.add(name)
-            checked.append((name, value))
-        checked += [(name, value) for name, value in self.server_state.default_headers if name not in names]
-        return checked
+        return checked_headers(headers, self.server_state.default_headers)
 
     def refuse(self, status: int) -> None:
         """Answer the handshake with a plain HTTP error (403, 400, 503) and close."""
@@ -457,6 +426,9 @@ class WebSocketSession(ServerProtocol):
             self.start_close(1012, "")
         elif self.state == CONNECTING:
             self.refuse(503)
+
+    def stop_keep_alive(self) -> None:
+        """Nothing to stop: a WebSocket is one request, already counted, served to its end."""
 
     # -- keepalive
 
