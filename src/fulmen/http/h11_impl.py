@@ -1,12 +1,15 @@
 """The pure-Python HTTP/1.1 parser: h11 behind the shared :class:`HTTPConnection`.
 
 h11 is used for parsing only; responses are written by the shared cycle. Each request gets a fresh
-h11 state machine (see :meth:`H11Protocol.prepare_next_request`).
+h11 state machine (see :meth:`H11Protocol.prepare_next_request`). h11 reads requests more loosely
+than llhttp; the checks that make both parsers answer alike read some of h11's private state, all of
+it in the last section of this module.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import h11
 from h11._readers import ChunkedReader
@@ -40,10 +43,9 @@ class H11Protocol(HTTPConnection):
         conn = self.conn
         while True:
             if conn.their_state is h11.IDLE:
-                # h11's buffer itself: trailing_data would copy all of it, a request body included.
-                self.raw_head_size = self.check_head(conn._receive_buffer._data)
+                self.raw_head_size = self.check_head(_received(conn))
             elif conn.their_state is h11.SEND_BODY:
-                self.check_chunk_framing()
+                _check_chunk_line(conn)
             elif conn.their_state is h11.MUST_CLOSE:
                 # h11 reads nothing after a request it will not keep alive (HTTP/1.0): what follows
                 # an HTTP/1.0 keep-alive request waits for the next parser, like a held request.
@@ -61,11 +63,7 @@ class H11Protocol(HTTPConnection):
             event_type = type(event)
             if event_type is h11.Request:
                 assert isinstance(event, h11.Request)
-                full_items = getattr(event.headers, "_full_items", None)
-                if full_items is not None:  # h11's own (raw name, name, value) list: no Sequence protocol
-                    headers = [(name, value) for _, name, value in full_items]
-                else:
-                    headers = list(event.headers)
+                headers = _header_pairs(event.headers)
                 if len(headers) + 2 != self.head_lines:  # request line, headers, empty line
                     raise HTTPRequestError(400, "obsolete line folding in request head")
                 size = 0
@@ -77,13 +75,13 @@ class H11Protocol(HTTPConnection):
             elif event_type is h11.Data:
                 assert isinstance(event, h11.Data)
                 self.on_body(bytes(event.data))
-                self.check_chunk_size()
+                _check_chunk_size(conn)
             elif event_type is h11.EndOfMessage:
                 self.on_message_complete()
             elif event is h11.NEED_DATA:
                 self.parser_paused = False
-                self.check_chunk_size()
-                buffered = len(conn._receive_buffer)
+                _check_chunk_size(conn)
+                buffered = len(_received(conn))
                 self.head_started = conn.their_state is h11.IDLE and buffered > 0
                 if self.head_started and buffered > self.max_head_size:
                     raise HTTPRequestError(431, "Request head too large")
@@ -109,51 +107,6 @@ class H11Protocol(HTTPConnection):
         self.head_lines = head.count(b"\n")
         return end + 4
 
-    def check_chunk_framing(self) -> None:
-        """Chunk-size lines and trailers, checked as llhttp checks them before h11 reads them: h11
-        accepts any bytes in chunk extensions, sizes past 64 bits and framing headers in trailers."""
-        reader = self.conn._reader
-        if type(reader) is not ChunkedReader or reader._bytes_in_chunk:
-            return
-        data = self.conn._receive_buffer._data
-        if reader._reading_trailer:
-            self.check_trailers(data, 0)
-            return
-        start = len(reader._bytes_to_discard)
-        end = data.find(b"\n", start)
-        if end < 0:
-            return
-        match = _CHUNK_LINE.fullmatch(data, start, end + 1)
-        if match is None:
-            raise HTTPRequestError(400, "Invalid chunk size line")
-        size = int(match.group(1), 16)
-        if size >= _MAX_CHUNK_SIZE:
-            raise HTTPRequestError(400, "Chunk size too large")
-        if size == 0:  # h11 reads the trailers in the same step as the last chunk line
-            self.check_trailers(data, end + 1)
-
-    @staticmethod
-    def check_trailers(data: bytearray, start: int) -> None:
-        if data.startswith(b"\r\n", start):
-            return
-        end = data.find(b"\r\n\r\n", start)
-        if end < 0:
-            return
-        trailers = b"X: y\r\n" + bytes(data[start : end + 4])
-        reason = lax_framing(trailers)
-        lower = trailers.lower()
-        if reason is None and (b"\ncontent-length:" in lower or b"\ntransfer-encoding:" in lower):
-            reason = "framing header in trailers"
-        if reason is not None:
-            raise HTTPRequestError(400, reason)
-
-    def check_chunk_size(self) -> None:
-        """A chunk size past 64 bits is an attack, not a body: llhttp rejects it, and so does this path."""
-        reader = self.conn._reader
-        # A type check, not getattr() with a default: that raises and catches for every other reader.
-        if type(reader) is ChunkedReader and reader._bytes_in_chunk >= _MAX_CHUNK_SIZE:
-            raise HTTPRequestError(400, "Chunk size too large")
-
     def prepare_next_request(self) -> None:
         # A fresh h11 connection, fed what the client already sent, is cheaper than walking the old
         # one through a response it would only throw away.
@@ -173,3 +126,69 @@ class H11Protocol(HTTPConnection):
 
     def take_trailing_data(self) -> bytes:
         return bytes(self.conn.trailing_data[0])
+
+
+# -- h11's private state
+#
+# To answer like llhttp, this adapter checks the bytes h11 is about to read (see lax_framing and the
+# chunk checks below): only h11's receive buffer and chunked-body reader hold them, and h11 has no
+# public way to them (``trailing_data`` copies the whole buffer, a request body included). The
+# functions below are the only code that reads h11's private attributes; pyproject.toml pins h11 to
+# the versions they were tested with (0.16; in 0.14 ``_bytes_to_discard`` was a count, not bytes).
+
+
+def _received(conn: h11.Connection) -> bytearray:
+    """The bytes h11 has received and not parsed yet (its buffer itself, not a copy)."""
+    return conn._receive_buffer._data  # type: ignore[no-any-return]
+
+
+def _header_pairs(headers: Any) -> list[tuple[bytes, bytes]]:
+    """A request's (lower-case name, value) pairs from h11's own list, without the Sequence protocol."""
+    return [(name, value) for _, name, value in headers._full_items]
+
+
+def _check_chunk_line(conn: h11.Connection) -> None:
+    """Chunk-size lines and trailers, checked as llhttp checks them before h11 reads them: h11
+    accepts any bytes in chunk extensions, sizes past 64 bits and framing headers in trailers."""
+    reader = conn._reader
+    if type(reader) is not ChunkedReader or reader._bytes_in_chunk:
+        return
+    data = _received(conn)
+    if reader._reading_trailer:
+        _check_trailers(data, 0)
+        return
+    start = len(reader._bytes_to_discard)
+    end = data.find(b"\n", start)
+    if end < 0:
+        return
+    match = _CHUNK_LINE.fullmatch(data, start, end + 1)
+    if match is None:
+        raise HTTPRequestError(400, "Invalid chunk size line")
+    size = int(match.group(1), 16)
+    if size >= _MAX_CHUNK_SIZE:
+        raise HTTPRequestError(400, "Chunk size too large")
+    if size == 0:  # h11 reads the trailers in the same step as the last chunk line
+        _check_trailers(data, end + 1)
+
+
+def _check_trailers(data: bytearray, start: int) -> None:
+    if data.startswith(b"\r\n", start):
+        return
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        return
+    trailers = b"X: y\r\n" + bytes(data[start : end + 4])
+    reason = lax_framing(trailers)
+    lower = trailers.lower()
+    if reason is None and (b"\ncontent-length:" in lower or b"\ntransfer-encoding:" in lower):
+        reason = "framing header in trailers"
+    if reason is not None:
+        raise HTTPRequestError(400, reason)
+
+
+def _check_chunk_size(conn: h11.Connection) -> None:
+    """A chunk size past 64 bits is an attack, not a body: llhttp rejects it, and so does this path."""
+    reader = conn._reader
+    # A type check, not getattr() with a default: that raises and catches for every other reader.
+    if type(reader) is ChunkedReader and reader._bytes_in_chunk >= _MAX_CHUNK_SIZE:
+        raise HTTPRequestError(400, "Chunk size too large")
