@@ -14,14 +14,35 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"Hello, world!"})
 
 
-async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Echoes the request body, reading it chunk by chunk."""
+async def read_body(receive: Any) -> bytes:
+    """The whole request body, read message by message (what a disconnect leaves of it)."""
     body = b""
     while True:
         message = await receive()
         body += message.get("body", b"")
         if not message.get("more_body"):
-            break
+            return body
+
+
+async def echo_messages(receive: Any, send: Any) -> None:
+    """A WebSocket accepted: every message sent back as it came, until the client goes."""
+    await send({"type": "websocket.accept"})
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await send({"type": "websocket.send", "text": message["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": message["bytes"]})
+    except OSError:
+        return
+
+
+async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Echoes the request body, reading it chunk by chunk."""
+    body = await read_body(receive)
     await send(
         {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
     )

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +99,8 @@ def recv_until(sock: socket.socket, marker: bytes = b"\r\n\r\n", timeout: float 
     return data
 
 
-def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
-    """Read until the peer closes the connection (or ``timeout`` passes)."""
+def recv_until_closed(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Read until the peer closes the connection (True) or ``timeout`` passes (False)."""
     sock.settimeout(timeout)
     data = b""
     deadline = time.monotonic() + timeout
@@ -110,9 +110,24 @@ def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
         except (TimeoutError, ConnectionResetError):
             break
         if not chunk:
-            break
+            return data, True
         data += chunk
-    return data
+    return data, False
+
+
+def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Read until the peer closes the connection (or ``timeout`` passes)."""
+    return recv_until_closed(sock, timeout)[0]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
 
 
 class ResponseReader:

@@ -22,11 +22,27 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+from tests.apps import echo_messages
+
+
+def fuzz_settings(examples: int) -> Any:
+    """Hypothesis settings of the fuzz tests: reproducible runs, no example database, no deadline."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=True,
+        suppress_health_check=list(HealthCheck),
+    )
+
 
 # ---------------------------------------------------------------------------------------------------
 # Statistics: how many cases ran, printed as one line at the end of the pytest run.
@@ -204,18 +220,7 @@ class FuzzApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        await send({"type": "websocket.accept"})
-        try:
-            while True:
-                message = await receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                if message.get("text") is not None:
-                    await send({"type": "websocket.send", "text": message["text"]})
-                else:
-                    await send({"type": "websocket.send", "bytes": message["bytes"]})
-        except OSError:
-            return
+        await echo_messages(receive, send)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -694,6 +699,28 @@ def _unquote(path: str) -> str:
     from urllib.parse import unquote
 
     return unquote(path) if "%" in path else path
+
+
+class FuzzedServer:
+    """A server under fuzzing, and its health check after each case: nothing logged at ERROR, a
+    normal exchange (``probe``) still served, the server thread alive."""
+
+    def __init__(self, running: Any, log: ErrorLog, name: str, probe: Callable[[], None]) -> None:
+        self.running = running
+        self.port: int = running.port
+        self.log = log
+        self.name = name
+        self.probe = probe
+
+    def check_health(self) -> None:
+        for step in (None, self.probe):
+            if step is not None:
+                step()
+            errors = self.log.take()
+            if errors:
+                raise Finding(f"the server logged errors: {errors}")
+        if not self.running.thread.is_alive():
+            raise Finding("the server thread died")
 
 
 def probe_http(port: int, app: FuzzApp, timeout: float = 5.0) -> None:

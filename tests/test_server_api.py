@@ -18,20 +18,13 @@ import fulmen
 from fulmen import HANDLED_SIGNALS, Config, Server, ServerState
 from fulmen.server import HANDLED_SIGNALS as SERVER_HANDLED_SIGNALS
 from tests import apps
-from tests.conftest import free_port, run_server
+from tests.conftest import free_port, run_server, wait_until
 
 
 def _in_thread(coroutine: Callable[[], Coroutine[Any, Any, None]]) -> threading.Thread:
     thread = threading.Thread(target=lambda: asyncio.run(coroutine()), daemon=True)
     thread.start()
     return thread
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_public_names() -> None:
@@ -96,7 +89,7 @@ def test_bind_socket_then_run_with_sockets() -> None:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        _wait(lambda: server.started)
+        assert wait_until(lambda: server.started, 10)
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "Hello, world!"
     finally:
         server.should_exit = True
@@ -114,7 +107,7 @@ def test_manually_bound_socket_example() -> None:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        _wait(lambda: server.started)
+        assert wait_until(lambda: server.started, 10)
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
     finally:
         server.should_exit = True
@@ -133,7 +126,7 @@ def test_serve_inside_an_existing_loop() -> None:
         done.append("served")
 
     thread = _in_thread(main)
-    _wait(lambda: server.started)
+    assert wait_until(lambda: server.started, 10)
     assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "Hello, world!"
     server.should_exit = True
     thread.join(10)
@@ -160,7 +153,7 @@ def test_startup_main_loop_shutdown_stages() -> None:
                 stages.append("shut down")
 
     thread = _in_thread(main)
-    _wait(lambda: server.started)
+    assert wait_until(lambda: server.started, 10)
     assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "from lifespan"
     server.should_exit = True
     thread.join(10)
@@ -197,7 +190,7 @@ def test_run_for_a_while_then_should_exit() -> None:
             await server.shutdown()
 
     thread = _in_thread(main)
-    _wait(lambda: server.started)
+    assert wait_until(lambda: server.started, 10)
 
     def request() -> None:
         results.append(httpx.get(f"http://127.0.0.1:{port}/?0.5", timeout=5).status_code)
@@ -233,11 +226,11 @@ def test_monitoring_server_state() -> None:
             await server.shutdown()
 
     thread = _in_thread(main)
-    _wait(lambda: server.started)
+    assert wait_until(lambda: server.started, 10)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
         assert client.get("/?0.3").text == "slept"
         assert client.get("/?0").text == "slept"
-        _wait(lambda: bool(samples) and samples[-1][1] == 2)
+        assert wait_until(lambda: bool(samples) and samples[-1][1] == 2, 10)
         assert (1, 1, 1) in samples  # one connection, one request, one task while the app slept
     server.should_exit = True
     thread.join(10)
@@ -253,7 +246,7 @@ def test_default_headers_and_date_refresh() -> None:
         first = dict(state.default_headers)[b"date"]
         response = httpx.get(running.url, timeout=5)
         assert response.headers["date"] == first.decode() or response.headers["date"] > ""
-        _wait(lambda: dict(state.default_headers)[b"date"] != first, timeout=3)
+        assert wait_until(lambda: dict(state.default_headers)[b"date"] != first, timeout=3)
 
 
 def test_on_tick_and_main_loop_stop() -> None:
@@ -308,7 +301,7 @@ def test_limit_max_requests_stops_the_server() -> None:
     server = Server(Config(apps.hello, port=port, log_config=None, lifespan="off", limit_max_requests=3))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    _wait(lambda: server.started)
+    assert wait_until(lambda: server.started, 10)
     with httpx.Client(timeout=5) as client:
         for _ in range(3):
             assert client.get(f"http://127.0.0.1:{port}/").status_code == 200
@@ -325,7 +318,7 @@ def test_limit_concurrency_answers_503() -> None:
 
         first = threading.Thread(target=request)
         first.start()
-        _wait(lambda: len(running.server.server_state.tasks) == 1)
+        assert wait_until(lambda: len(running.server.server_state.tasks) == 1, 10)
         assert httpx.get(running.url + "/?0", timeout=5).status_code == 503
         first.join(10)
         assert results == [200]
@@ -338,7 +331,7 @@ def test_timeout_graceful_shutdown_cancels_slow_requests() -> None:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    _wait(lambda: server.started)
+    assert wait_until(lambda: server.started, 10)
     errors: list[BaseException] = []
 
     def request() -> None:
@@ -349,7 +342,7 @@ def test_timeout_graceful_shutdown_cancels_slow_requests() -> None:
 
     client = threading.Thread(target=request)
     client.start()
-    _wait(lambda: len(server.server_state.tasks) == 1)
+    assert wait_until(lambda: len(server.server_state.tasks) == 1, 10)
     started = time.monotonic()
     server.should_exit = True
     thread.join(10)
@@ -372,7 +365,7 @@ def test_run_function_serves(monkeypatch: pytest.MonkeyPatch) -> None:
         target=fulmen.run, args=(apps.hello,), kwargs={"port": port, "log_config": None}, daemon=True
     )
     thread.start()
-    _wait(lambda: any(server.started for server in servers))
+    assert wait_until(lambda: any(server.started for server in servers), 10)
     assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "Hello, world!"
     for server in servers:
         server.should_exit = True

@@ -19,7 +19,7 @@ import pytest
 
 from fulmen import Config
 from tests import apps
-from tests.conftest import HTTP_IMPLEMENTATIONS, read_response, run_server
+from tests.conftest import HTTP_IMPLEMENTATIONS, read_response, recv_until_closed, run_server
 
 pytest.importorskip("h2")
 trustme = pytest.importorskip("trustme")
@@ -40,17 +40,8 @@ def h2_client(**kwargs: Any) -> httpx.Client:
     return httpx.Client(http1=False, http2=True, timeout=5, **kwargs)
 
 
-async def _read_body(receive: Any) -> bytes:
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            return body
-
-
 async def echo_scope(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    body = await _read_body(receive)
+    body = await apps.read_body(receive)
     data = {
         "http_version": scope["http_version"],
         "method": scope["method"],
@@ -305,7 +296,7 @@ def test_large_upload_and_download() -> None:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["method"] == "POST":
-            body = await _read_body(receive)
+            body = await apps.read_body(receive)
             payload = b"%d %d" % (len(body), body == big)
         else:
             payload = big
@@ -325,7 +316,7 @@ def test_request_data_is_acknowledged_only_as_the_app_reads_it() -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         while not release.is_set():
             await asyncio.sleep(0.01)
-        received.append(len(await _read_body(receive)))
+        received.append(len(await apps.read_body(receive)))
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"done"})
 
@@ -614,19 +605,7 @@ def test_idle_connection_gets_goaway_after_keep_alive_timeout() -> None:
 def read_frames(sock: socket.socket, timeout: float) -> tuple[list[Any], bool]:
     """Every frame until the server closes (True) or ``timeout`` passes. Parsed with hyperframe, not h2:
     h2 as a client processes nothing after a GOAWAY, even the responses to streams in flight."""
-    sock.settimeout(timeout)
-    data = b""
-    closed = False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except (TimeoutError, ConnectionResetError):
-            break
-        if not chunk:
-            closed = True
-            break
-        data += chunk
+    data, closed = recv_until_closed(sock, timeout)
     frames = []
     while len(data) >= 9:
         frame, length = Frame.parse_frame_header(memoryview(data[:9]))

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_supervisors_support import Fulmen, env_for, free_port, fulmen, request, wait_for, write_app
+from tests.conftest import wait_until
+from tests.supervisors.support import Fulmen, env_for, free_port, fulmen, request, write_app
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -42,7 +43,7 @@ def threads(server: Fulmen) -> int:
 def test_thread_workers_serve_roll_grow_shrink_and_stop(app_dir: Path) -> None:
     with fulmen(app_dir, script=SCRIPT) as server:
         server.wait_serving()
-        assert wait_for(lambda: threads(server) == 2, 10)
+        assert wait_until(lambda: threads(server) == 2, 10)
         failures: list[str] = []
         stop = threading.Event()
 
@@ -64,11 +65,11 @@ def test_thread_workers_serve_roll_grow_shrink_and_stop(app_dir: Path) -> None:
         assert server.output().count("Application startup complete") == 4
 
         server.send(signal.SIGTTIN)
-        assert wait_for(lambda: threads(server) == 3, 10), server.output()
+        assert wait_until(lambda: threads(server) == 3, 10), server.output()
         for count in (1, 2):  # one at a time: a signal sent twice before delivery arrives once
             server.send(signal.SIGTTOU)
             assert server.wait_log("Received SIGTTOU, decreasing", 5, count=count)
-        assert wait_for(lambda: threads(server) == 1, 10), server.output()
+        assert wait_until(lambda: threads(server) == 1, 10), server.output()
         server.send(signal.SIGTTOU)
         assert server.wait_log("there is already only one worker", 5)
         assert server.stop(sig=signal.SIGINT) == 0
@@ -78,7 +79,7 @@ def test_thread_workers_serve_roll_grow_shrink_and_stop(app_dir: Path) -> None:
 def test_thread_with_blocked_loop_is_asked_to_stop_and_replaced(app_dir: Path) -> None:
     with fulmen(app_dir, script=SCRIPT) as server:
         server.wait_serving()
-        assert wait_for(lambda: threads(server) == 2, 10)
+        assert wait_until(lambda: threads(server) == 2, 10)
         blocker = threading.Thread(target=lambda: server.try_get("/block?6", timeout=20), daemon=True)
         blocker.start()
         assert server.wait_log("missed its heartbeat", 10), server.output()
@@ -86,18 +87,18 @@ def test_thread_with_blocked_loop_is_asked_to_stop_and_replaced(app_dir: Path) -
         assert server.wait_log("Application startup complete", 10, count=3), server.output()
         assert server.get()[0] == 200
         blocker.join(15)
-        assert wait_for(lambda: threads(server) == 2, 10), server.output()
+        assert wait_until(lambda: threads(server) == 2, 10), server.output()
         assert server.stop() == 0
 
 
 def test_crashed_thread_is_replaced(app_dir: Path) -> None:
     with fulmen(app_dir, script=SCRIPT) as server:
         server.wait_serving()
-        assert wait_for(lambda: threads(server) == 2, 10)
+        assert wait_until(lambda: threads(server) == 2, 10)
         server.try_get("/stop-loop", timeout=3)
         assert server.wait_log("died (status 1)", 10), server.output()
         assert server.wait_log("Application startup complete", 10, count=3), server.output()
-        assert wait_for(lambda: threads(server) == 2, 10)
+        assert wait_until(lambda: threads(server) == 2, 10)
         assert server.stop() == 0
 
 
@@ -129,7 +130,7 @@ sys.exit(supervisor.returncode)
         (app_dir / "reload-now").touch()
         assert server.wait_log("restart done: True", 20), server.output()
         # Retired threads may finish a request or two; then only the new code answers.
-        assert wait_for(lambda: all(server.get()[1].startswith("v2") for _ in range(10)), 10)
+        assert wait_until(lambda: all(server.get()[1].startswith("v2") for _ in range(10)), 10)
         assert server.stop() == 0
 
 
@@ -137,9 +138,23 @@ def test_cli_refuses_thread_workers_when_the_gil_is_enabled(app_dir: Path) -> No
     if not getattr(sys, "_is_gil_enabled", lambda: True)():
         pytest.skip("free-threaded interpreter with the GIL disabled")
     proc = subprocess.run(
-        [sys.executable, "-m", "fulmen", "app:app", "--workers", "2", "--worker-class", "thread",
-         "--port", str(free_port())],
-        cwd=app_dir, env=env_for(app_dir), capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "fulmen",
+            "app:app",
+            "--workers",
+            "2",
+            "--worker-class",
+            "thread",
+            "--port",
+            str(free_port()),
+        ],
+        cwd=app_dir,
+        env=env_for(app_dir),
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 3
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "free-threaded" in line]

@@ -12,13 +12,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from tests.conftest import free_port, wait_until
 
-APP = '''
+__all__ = ["free_port"]  # one definition for every test (tests.conftest)
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+APP = """
 import asyncio, os, threading, time
 
 VERSION = "v1"
@@ -55,14 +59,7 @@ async def app(scope, receive, send):
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-'''
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+"""
 
 
 def request(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
@@ -80,15 +77,6 @@ def request(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, str]
     if not head.startswith(b"HTTP/1.1 "):
         raise OSError(f"bad response: {raw[:80]!r}")
     return int(head.split(b" ", 2)[1]), body.decode()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def write_app(directory: Path, version: str = "v1", name: str = "app.py") -> Path:
@@ -131,7 +119,7 @@ class Fulmen:
         return self.output().count(text)
 
     def wait_log(self, text: str, timeout: float, count: int = 1) -> bool:
-        return wait_for(lambda: self.count(text) >= count, timeout)
+        return wait_until(lambda: self.count(text) >= count, timeout)
 
     def get(self, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
         return request(self.port, path, timeout)
@@ -197,8 +185,13 @@ class Fulmen:
 
 
 @contextmanager
-def fulmen(cwd: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None,
-           script: str | None = None) -> Iterator[Fulmen]:
+def fulmen(
+    cwd: Path,
+    *args: str,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    script: str | None = None,
+) -> Iterator[Fulmen]:
     """Run fulmen (``-m fulmen app:app --port P ARGS``, or ``script`` with the port as argument)."""
     port = port or free_port()
     if script is not None:

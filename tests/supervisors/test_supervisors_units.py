@@ -102,8 +102,11 @@ def test_reload_patterns_merge_user_patterns(tmp_path: Path, monkeypatch: pytest
     (tmp_path / "src" / "inner").mkdir(parents=True)
     (tmp_path / "build").mkdir()
     config = Config(
-        "app:app", reload=True, reload_dirs=["src", "src/inner", "missing"],
-        reload_includes=["*.yaml", ".*"], reload_excludes=["build", "*_test.py"],
+        "app:app",
+        reload=True,
+        reload_dirs=["src", "src/inner", "missing"],
+        reload_includes=["*.yaml", ".*"],
+        reload_excludes=["build", "*_test.py"],
     )
     assert config.reload_dirs == [(tmp_path / "src").resolve()]
     assert config.reload_includes == ["*.py", "*.yaml", ".*"]

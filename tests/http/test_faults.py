@@ -29,15 +29,6 @@ def body(data: Any, more: bool = False) -> dict[str, Any]:
     return {"type": "http.response.body", "body": data, "more_body": more}
 
 
-async def _read_body(receive: Any) -> bytes:
-    data = b""
-    while True:
-        message = await receive()
-        data += message.get("body", b"")
-        if not message.get("more_body"):
-            return data
-
-
 async def faulty(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_supervisors_support import env_for, free_port, fulmen, request, wait_for, write_app
+from tests.conftest import wait_until
+from tests.supervisors.support import env_for, free_port, fulmen, request, write_app
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -28,12 +29,12 @@ def app_dir(tmp_path: Path) -> Path:
 def test_killed_worker_is_replaced(app_dir: Path) -> None:
     with fulmen(app_dir, "--workers", "2", *FAST) as server:
         server.wait_serving()
-        assert wait_for(lambda: len(server.worker_pids()) == 2, 10)
+        assert wait_until(lambda: len(server.worker_pids()) == 2, 10)
         assert server.wait_log("Application startup complete", 20, count=2)  # both answer health checks
         victim = min(server.worker_pids())
         os.kill(victim, signal.SIGKILL)
         assert server.wait_log("died (signal SIGKILL)", 10), server.output()
-        assert wait_for(lambda: len(server.worker_pids() - {victim}) == 2, 10), server.output()
+        assert wait_until(lambda: len(server.worker_pids() - {victim}) == 2, 10), server.output()
         assert victim not in server.serving_pids()
         assert server.get()[0] == 200
         assert server.stop() == 0
@@ -42,27 +43,27 @@ def test_killed_worker_is_replaced(app_dir: Path) -> None:
 def test_stopped_worker_fails_health_check_and_is_replaced(app_dir: Path) -> None:
     with fulmen(app_dir, "--workers", "2", *FAST) as server:
         server.wait_serving()
-        assert wait_for(lambda: len(server.worker_pids()) == 2, 10)
+        assert wait_until(lambda: len(server.worker_pids()) == 2, 10)
         assert server.wait_log("Application startup complete", 20, count=2)  # both answer health checks
         victim = min(server.worker_pids())
         os.kill(victim, signal.SIGSTOP)
         started = time.monotonic()
         assert server.wait_log("did not answer a health check", 8), server.output()
         assert time.monotonic() - started < 5
-        assert wait_for(lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 2, 10)
+        assert wait_until(lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 2, 10)
         assert server.stop() == 0
 
 
 def test_blocked_event_loop_is_replaced(app_dir: Path) -> None:
     with fulmen(app_dir, "--workers", "2", *FAST) as server:
         server.wait_serving()
-        assert wait_for(lambda: len(server.worker_pids()) == 2, 10)
+        assert wait_until(lambda: len(server.worker_pids()) == 2, 10)
         assert server.wait_log("Application startup complete", 20, count=2)  # both answer health checks
         before = server.worker_pids()
         blocker = threading.Thread(target=lambda: server.try_get("/block?30", timeout=20), daemon=True)
         blocker.start()
         assert server.wait_log("has a blocked event loop", 12), server.output()
-        assert wait_for(lambda: len(server.worker_pids()) == 2 and server.worker_pids() != before, 10)
+        assert wait_until(lambda: len(server.worker_pids()) == 2 and server.worker_pids() != before, 10)
         assert server.get()[0] == 200
         assert server.stop() == 0
 
@@ -70,7 +71,7 @@ def test_blocked_event_loop_is_replaced(app_dir: Path) -> None:
 def test_sighup_replaces_every_worker_without_failed_requests(app_dir: Path) -> None:
     with fulmen(app_dir, "--workers", "2", *FAST) as server:
         server.wait_serving()
-        assert wait_for(lambda: len(server.worker_pids()) == 2, 10)
+        assert wait_until(lambda: len(server.worker_pids()) == 2, 10)
         assert server.wait_log("Application startup complete", 20, count=2)  # both answer health checks
         original = server.worker_pids()
         failures: list[str] = []
@@ -96,8 +97,13 @@ def test_sighup_replaces_every_worker_without_failed_requests(app_dir: Path) -> 
             server.send(signal.SIGHUP)
             assert server.wait_log("Received SIGHUP", 5, count=round_ + 1)
             # The rolling restart is done when every worker process is a new one.
-            assert wait_for(lambda p=previous: len(server.worker_pids() - p) == 2  # type: ignore[misc]
-                            and len(server.worker_pids()) == 2, 30), server.output()
+            assert wait_until(
+                lambda p=previous: (
+                    len(server.worker_pids() - p) == 2  # type: ignore[misc]
+                    and len(server.worker_pids()) == 2
+                ),
+                30,
+            ), server.output()
         stop.set()
         for client in clients:
             client.join(15)
@@ -110,17 +116,17 @@ def test_sighup_replaces_every_worker_without_failed_requests(app_dir: Path) -> 
 def test_ttin_adds_and_ttou_removes_a_worker(app_dir: Path) -> None:
     with fulmen(app_dir, "--workers", "2", *FAST) as server:
         server.wait_serving()
-        assert wait_for(lambda: len(server.worker_pids()) == 2, 10)
+        assert wait_until(lambda: len(server.worker_pids()) == 2, 10)
         assert server.wait_log("Application startup complete", 20, count=2)  # both answer health checks
         server.send(signal.SIGTTIN)
-        assert wait_for(lambda: len(server.worker_pids()) == 3, 10), server.output()
+        assert wait_until(lambda: len(server.worker_pids()) == 3, 10), server.output()
         assert server.wait_log("Application startup complete", 15, count=3)
         for count in (1, 2):  # one at a time: a signal sent twice before delivery arrives once
             server.send(signal.SIGTTOU)
             assert server.wait_log("Received SIGTTOU, decreasing", 5, count=count)
         server.send(signal.SIGTTOU)
         assert server.wait_log("there is already only one worker", 10), server.output()
-        assert wait_for(lambda: len(server.worker_pids()) == 1, 10), server.output()
+        assert wait_until(lambda: len(server.worker_pids()) == 1, 10), server.output()
         assert server.get()[0] == 200
         assert server.stop() == 0
 
@@ -128,7 +134,11 @@ def test_ttin_adds_and_ttou_removes_a_worker(app_dir: Path) -> None:
 def test_worker_startup_failure_stops_the_server_with_status_3(app_dir: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "fulmen", "missing_module:app", "--workers", "2", "--port", str(free_port())],
-        cwd=app_dir, env=env_for(app_dir), capture_output=True, text=True, timeout=30,
+        cwd=app_dir,
+        env=env_for(app_dir),
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "failed to start (status 3)" in proc.stdout + proc.stderr
@@ -163,7 +173,7 @@ def test_limit_max_requests_recycles_workers_without_failed_requests(app_dir: Pa
 
 
 def test_seed_form_multiprocess_with_server_run(app_dir: Path) -> None:
-    script = '''
+    script = """
 import sys
 from fulmen import Config, Server
 from fulmen.supervisors import Multiprocess
@@ -171,10 +181,10 @@ from fulmen.supervisors import Multiprocess
 config = Config(app="app:app", port=int(sys.argv[1]), workers=2)
 sock = config.bind_socket()
 Multiprocess(config, target=Server(config).run, sockets=[sock]).run()
-'''
+"""
     with fulmen(app_dir, script=script) as server:
         server.wait_serving()
-        assert wait_for(lambda: len(server.worker_pids()) == 2, 10)
+        assert wait_until(lambda: len(server.worker_pids()) == 2, 10)
         assert server.wait_log("Application startup complete", 20, count=2)  # both answer health checks
         assert server.stop(sig=signal.SIGINT) == 0
         assert "Stopping parent process" in server.output()

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from websockets.frames import apply_mask
 
+from tests.apps import echo_messages
 from tests.conftest import RunningServer, run_server
 
 WS_IMPLEMENTATIONS = ["websockets", "wsproto"]
@@ -167,18 +168,7 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "websocket":
         return
     await receive()
-    await send({"type": "websocket.accept"})
-    try:
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("text") is not None:
-                await send({"type": "websocket.send", "text": message["text"]})
-            else:
-                await send({"type": "websocket.send", "bytes": message["bytes"]})
-    except OSError:
-        return
+    await echo_messages(receive, send)
 
 
 @pytest.fixture(scope="module", params=WS_IMPLEMENTATIONS)

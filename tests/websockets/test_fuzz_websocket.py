@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import RunningServer, run_server
@@ -29,8 +29,10 @@ from tests.fuzzing import (
     ErrorLog,
     Finding,
     FuzzApp,
+    FuzzedServer,
     WSMessage,
     encode_messages,
+    fuzz_settings,
     mutate,
     mutations,
     probe_ws,
@@ -47,32 +49,9 @@ from tests.fuzzing import (
 pytestmark = pytest.mark.timeout(180)
 
 
-def fuzz_settings(examples: int) -> Any:
-    return settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        print_blob=True,
-        suppress_health_check=list(HealthCheck),
-    )
-
-
-class WSServer:
+class WSServer(FuzzedServer):
     def __init__(self, running: RunningServer, log: ErrorLog, name: str) -> None:
-        self.running = running
-        self.port = running.port
-        self.log = log
-        self.name = name
-
-    def check_health(self) -> None:
-        errors = self.log.take()
-        if errors:
-            raise Finding(f"the server logged errors: {errors}")
-        probe_ws(self.port)
-        errors = self.log.take()
-        if errors:
-            raise Finding(f"the server logged errors: {errors}")
+        super().__init__(running, log, name, lambda: probe_ws(running.port))
 
 
 @pytest.fixture(scope="module", params=["websockets", "wsproto"])

@@ -217,7 +217,9 @@ def _rss_kib(pid: int) -> int:
 @pytest.mark.parametrize("http", ["httptools", "h11"])
 def test_a_client_that_never_reads_back_pressures_the_app(cli: Any, http: str) -> None:
     port = free_port()
-    server = cli("tests.test_abuse:endless_stream", "--port", str(port), "--http", http, "--no-access-log")
+    server = cli(
+        "tests.http.test_abuse:endless_stream", "--port", str(port), "--http", http, "--no-access-log"
+    )
     assert server.wait_for("running on", 15), server.output
     pid = server.process.pid
     rss_before = _rss_kib(pid)

@@ -16,16 +16,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import RunningServer, run_server
 from tests.fuzzing import (
     ErrorLog,
-    Finding,
     FuzzApp,
+    FuzzedServer,
     check_outcome,
     check_pipeline,
+    fuzz_settings,
     http_exchange,
     mutate,
     mutations,
@@ -39,36 +40,10 @@ from tests.fuzzing import (
 pytestmark = pytest.mark.timeout(180)
 
 
-def fuzz_settings(examples: int) -> Any:
-    return settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        print_blob=True,
-        suppress_health_check=list(HealthCheck),
-    )
-
-
-class FuzzServer:
+class FuzzServer(FuzzedServer):
     def __init__(self, running: RunningServer, app: FuzzApp, log: ErrorLog, name: str) -> None:
-        self.running = running
-        self.port = running.port
+        super().__init__(running, log, name, lambda: probe_http(running.port, app))
         self.app = app
-        self.log = log
-        self.name = name
-
-    def check_health(self) -> None:
-        """After a case: nothing logged at ERROR, and a normal request is still served."""
-        errors = self.log.take()
-        if errors:
-            raise Finding(f"the server logged errors: {errors}")
-        probe_http(self.port, self.app)
-        errors = self.log.take()
-        if errors:
-            raise Finding(f"the server logged errors: {errors}")
-        if not self.running.thread.is_alive():
-            raise Finding("the server thread died")
 
 
 @pytest.fixture(scope="module", params=["httptools", "h11"])

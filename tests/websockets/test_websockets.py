@@ -15,7 +15,6 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -29,8 +28,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from fulmen import Config
-from tests.conftest import RunningServer, free_port, recv_all, run_server
-from tests.test_websockets_protocol import (
+from tests.conftest import RunningServer, free_port, recv_all, run_server, wait_until
+from tests.websockets.test_websockets_protocol import (
     BINARY,
     CLOSE,
     CONT,
@@ -50,15 +49,6 @@ def ws_impl(request: pytest.FixtureRequest) -> str:
 
 def run(coro: Any, timeout: float = 15.0) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def session_of(server: RunningServer) -> Any:

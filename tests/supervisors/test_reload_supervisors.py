@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_supervisors_support import fulmen, wait_for, write_app
+from tests.conftest import wait_until
+from tests.supervisors.support import fulmen, write_app
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -45,7 +46,7 @@ def test_reload_on_change_and_recover_from_a_broken_change(app_dir: Path, reload
     with fulmen(app_dir, reloader, script=SCRIPT) as server:
         assert server.wait_serving().startswith("v1")
         write_app(app_dir, version="v2")
-        assert wait_for(lambda: serves(server, "v2"), 15), server.output()
+        assert wait_until(lambda: serves(server, "v2"), 15), server.output()
         assert "detected changes in 'app.py'. Reloading..." in server.output()
 
         # A change that breaks the app: the error is shown, and the next change is picked up.
@@ -56,7 +57,7 @@ def test_reload_on_change_and_recover_from_a_broken_change(app_dir: Path, reload
         os.utime(path, (mtime, mtime))
         assert server.wait_log("SyntaxError", 15), server.output()
         write_app(app_dir, version="v3")
-        assert wait_for(lambda: serves(server, "v3"), 15), server.output()
+        assert wait_until(lambda: serves(server, "v3"), 15), server.output()
         assert "unused.txt" not in server.output()
         assert server.stop(sig=signal.SIGINT) == 0
         assert "Stopping reloader process" in server.output()
@@ -68,7 +69,7 @@ def test_cli_reload_with_watchfiles_ignores_workers(app_dir: Path) -> None:
         assert "ignored when reloading" in server.output()
         assert "using WatchFiles" in server.output()
         write_app(app_dir, version="v2")
-        assert wait_for(lambda: serves(server, "v2"), 15), server.output()
+        assert wait_until(lambda: serves(server, "v2"), 15), server.output()
         assert server.stop() == 0
 
 
@@ -77,10 +78,10 @@ def test_change_during_slow_graceful_shutdown_does_not_hang_the_reloader(app_dir
         assert server.wait_serving().startswith("v1")
         slow = threading.Thread(target=lambda: server.try_get("/slow?60", timeout=30), daemon=True)
         slow.start()
-        assert wait_for(lambda: "GET /slow" in server.output() or slow.is_alive(), 2)
+        assert wait_until(lambda: "GET /slow" in server.output() or slow.is_alive(), 2)
         write_app(app_dir, version="v2")
-        assert wait_for(lambda: serves(server, "v2"), 20), server.output()
+        assert wait_until(lambda: serves(server, "v2"), 20), server.output()
         assert "did not stop in time; killing it" in server.output()
         write_app(app_dir, version="v3")
-        assert wait_for(lambda: serves(server, "v3"), 15), server.output()
+        assert wait_until(lambda: serves(server, "v3"), 15), server.output()
         assert server.stop() == 0
