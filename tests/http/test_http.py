@@ -224,6 +224,22 @@ def test_request_targets_parsed_alike_when_repeated(http_impl: str) -> None:
                     assert body == repr(expected).encode(), target
 
 
+async def _header_values_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = b"|".join(value for name, value in scope["headers"] if name.startswith(b"x-"))
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_header_values_without_surrounding_whitespace(http_impl: str) -> None:
+    """RFC 9110 section 5.5: the spaces and tabs around a field value are not part of it."""
+    with run_server(_header_values_app, http=http_impl) as server:
+        with server.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: value\t\r\nX-Both: \t a b \t\r\n\r\n")
+            assert read_response(sock)[2] == b"value|a b"
+
+
 def test_target_cache_stays_bounded() -> None:
     from fulmen.http import target
     from fulmen.http.request_head import HTTPRequestError

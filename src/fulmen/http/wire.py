@@ -73,16 +73,13 @@ def checked_header_prefix(name: bytes) -> bytes:
     return prefix
 
 
-def simple_response(status: int, body: bytes, *, close: bool = True, extra: bytes = b"") -> bytes:
-    """A complete plain-text response, for errors the server answers itself."""
+def simple_response(status: int, body: bytes) -> bytes:
+    """A complete plain-text response that closes the connection, for errors the server answers itself."""
     return b"".join(
         (
-            STATUS_LINES.get(status) or status_line(status),
+            STATUS_LINES[status],
             b"content-type: text/plain; charset=utf-8\r\n",
-            b"content-length: %d\r\n" % len(body),
-            b"connection: close\r\n" if close else b"",
-            extra,
-            b"\r\n",
+            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body),
             body,
         )
     )

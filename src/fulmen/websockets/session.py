@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fulmen.access_log import client_text, log_access
-from fulmen.http.wire import STATUS_LINES, simple_response, status_line
+from fulmen.http.wire import STATUS_LINES, simple_response
 from fulmen.protocols.flow_control import HIGH_WATER_LIMIT
 from fulmen.protocols.response_rules import ERROR_BODIES, check_status, checked_headers
 from fulmen.protocols.server_protocol import ServerProtocol
@@ -365,7 +365,7 @@ class WebSocketSession(ServerProtocol):
     def start_response(self, message: dict[str, Any]) -> None:
         """The app's own HTTP answer to the handshake; its body ends when the connection closes."""
         status = check_status(message["status"])
-        head = [STATUS_LINES.get(status) or status_line(status)]
+        head = [STATUS_LINES[status]]
         for name, value in self.response_headers(message.get("headers") or ()):
             if name != b"connection":
                 head.append(b"%s: %s\r\n" % (name, value))
