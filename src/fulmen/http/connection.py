@@ -183,16 +183,12 @@ class HTTPConnection(ServerProtocol):
         if parsed is None:
             parsed = parse_target(target)
         path, raw_path, query = parsed
-        scope = self.http_scope(version, method, path, raw_path, query, headers)
-
+        cycle = RequestResponseCycle(self, version, method, path, raw_path, query, headers, expect_continue)
         if forwarding:
             assert self.proxy_trust is not None
-            apply_forwarding(scope, self.proxy_trust, forwarding)
-
-        if upgrade is not None and self.handle_upgrade(upgrade, scope):
-            return
-
-        cycle = RequestResponseCycle(self, scope, expect_continue, method == "HEAD")
+            apply_forwarding(cycle.scope, self.proxy_trust, forwarding)
+        if upgrade is not None and self.handle_upgrade(upgrade, cycle.scope):
+            return  # the connection is handed over with the scope: no cycle
         cycle.keep_alive = keep_alive and not self.closing
         cycle.http10 = version == "1.0"
         self.cycle = cycle
@@ -317,8 +313,7 @@ class HTTPConnection(ServerProtocol):
                 # The body being read is malformed: the application sees a disconnect.
                 active.disconnect()
                 if active.response_started:
-                    self.output.discard()  # the client sees the response cut
-                    self.output.close()
+                    self.output.close()  # what the application sent, then the client sees it cut
                     return
             else:
                 # A later request is bad: answered after the requests before it (the ones pipelined

@@ -231,7 +231,7 @@ class RequestResponseCycle(ASGIExchange):
     def send_last(self, body: bytes) -> None:
         """The last chunk (usually the only one), then the response is complete: the output writes it
         with the corked head, at once or with the loop turn's other responses (see
-        :meth:`ConnectionOutput.end_response`)."""
+        :mod:`fulmen.protocols.output`)."""
         size = len(body)
         self.bytes_sent += size
         output = self.conn.output
@@ -248,7 +248,8 @@ class RequestResponseCycle(ASGIExchange):
                 self.remaining -= size
             if size:
                 pending.append(body)
-        output.end_response()
+        if not output.batched:  # the first response of the loop turn: written at once
+            output.flush()
         if self.remaining > 0:
             raise body_too_short()
         self.response_complete = True

@@ -89,10 +89,10 @@ class H2Stream(ASGIExchange):
 
     conn: H2Protocol
 
-    def __init__(
-        self, conn: H2Protocol, stream_id: int, scope: dict[str, Any], expect_continue: bool
-    ) -> None:
-        ASGIExchange.__init__(self, conn, scope, expect_continue, scope["method"] == "HEAD")
+    def __init__(self, conn: H2Protocol, stream_id: int, *request: Any) -> None:
+        """``request``: the method, path, raw path, query, headers and expect_continue of the request,
+        as :class:`ASGIExchange` takes them after the HTTP version."""
+        ASGIExchange.__init__(self, conn, "2", *request)
         self.stream_id = stream_id
         self.body: list[bytes] = []
         self.unacked = 0  # flow-controlled bytes received and not yet read by the application
@@ -406,11 +406,11 @@ class H2Protocol(ServerProtocol):
             return
         if authority is not None and not has_host:
             headers.insert(0, (b"host", authority))
-        scope = self.http_scope("2", method_text, path_text, raw_path, query, headers)
+        stream = H2Stream(self, stream_id, method_text, path_text, raw_path, query, headers, expect_continue)
         if self.trusted_peer:
             assert self.proxy_trust is not None
-            rewrite_from_headers(scope, self.proxy_trust)
-        stream = self.streams[stream_id] = H2Stream(self, stream_id, scope, expect_continue)
+            rewrite_from_headers(stream.scope, self.proxy_trust)
+        self.streams[stream_id] = stream
 
         self.start_exchange(stream)
 

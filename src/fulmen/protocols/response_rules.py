@@ -199,13 +199,35 @@ class ASGIExchange(abc.ABC):
 
     task: asyncio.Task[None]  # the application's task, set when the protocol starts it
 
-    def __init__(self, conn: Any, scope: dict[str, Any], expect_continue: bool, head_request: bool) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        http_version: str,
+        method: str,
+        path: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        expect_continue: bool,
+    ) -> None:
+        """The exchange of a parsed request on ``conn`` (``path`` already decoded)."""
+        # The scope: a copy of the connection's template (a C-level clone) and the keys that vary,
+        # cheaper than building a 13-key dict, with the keys in the same order.
+        scope = conn.scope_template.copy()
+        scope["http_version"] = http_version
+        scope["method"] = method
+        scope["path"] = conn.root_path + path
+        root = conn.root_path_bytes
+        scope["raw_path"] = root + raw_path if root else raw_path
+        scope["query_string"] = query
+        scope["headers"] = headers
+        scope["state"] = conn.app_state.copy()
+        self.scope = scope
         self.conn = conn
         self.flow = conn.flow
-        self.scope = scope
         self.expect_continue = expect_continue  # a 100 Continue is owed when the body is first read
         self.body: Any = b""  # request body received and not read yet (HTTP/2 keeps a list of chunks)
-        self.head_request = head_request
+        self.head_request = method == "HEAD"
         self.more_body = True  # request body still to come
         self.body_delivered = False  # the application has had the last of the request body
         self.disconnected = False

@@ -105,30 +105,8 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         """What a protocol adds to the shared state, at construction (subclasses extend this rather
         than repeat the constructor's uvicorn-style signature)."""
 
-    def http_scope(
-        self,
-        http_version: str,
-        method: str,
-        path: str,
-        raw_path: bytes,
-        query: bytes,
-        headers: list[tuple[bytes, bytes]],
-    ) -> dict[str, Any]:
-        """The ASGI scope of an HTTP request on this connection (``path`` already decoded)."""
-        # A copy of the connection's template (a C-level clone) and the keys that vary: cheaper than
-        # building a 13-key dict, with the keys in the same order.
-        scope = self.scope_template.copy()
-        scope["http_version"] = http_version
-        scope["method"] = method
-        scope["path"] = self.root_path + path
-        scope["raw_path"] = self.root_path_bytes + raw_path if self.root_path_bytes else raw_path
-        scope["query_string"] = query
-        scope["headers"] = headers
-        scope["state"] = self.app_state.copy()
-        return scope
-
     def make_scope_template(self) -> dict[str, Any]:
-        """What the scopes of this connection's requests share (see :meth:`http_scope`)."""
+        """What the scopes of this connection's requests share (see :class:`ASGIExchange`)."""
         return {
             "type": "http",
             "asgi": self.asgi,
