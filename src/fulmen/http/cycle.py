@@ -9,7 +9,6 @@ frames what they allow as HTTP/1.1 bytes and hands them to the connection's
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fulmen.access_log import log_access
@@ -20,7 +19,6 @@ from fulmen.http.wire import (
     checked_header_prefix,
     simple_response,
 )
-from fulmen.protocols.flow_control import FlowControl
 from fulmen.protocols.output import ConnectionOutput
 from fulmen.protocols.response_rules import (
     CHECKED_VALUES,
@@ -29,6 +27,7 @@ from fulmen.protocols.response_rules import (
     ERROR_BODIES,
     NO_BODY_STATUSES,
     ASGIExchange,
+    ExchangeOwner,
     body_too_long,
     body_too_short,
     check_header_value,
@@ -48,15 +47,11 @@ _SPECIAL_PREFIXES = {
 }
 
 
-class CycleOwner(Protocol):
+class CycleOwner(ExchangeOwner, Protocol):
     """What a cycle asks of the connection it belongs to (:class:`fulmen.http.connection.HTTPConnection`)."""
 
-    loop: asyncio.AbstractEventLoop
-    tasks: set[asyncio.Task[None]]
-    flow: FlowControl
     output: ConnectionOutput
     server_state: ServerState
-    access_log: bool
     closing: bool  # no request after this one: every response says ``Connection: close``
     default_source: list[tuple[bytes, bytes]] | None  # the server's default headers ...
     default_block: bytes  # ... as lines, and the method that rebuilds them when they change
@@ -67,6 +62,8 @@ class CycleOwner(Protocol):
 
 
 class RequestResponseCycle(ASGIExchange):
+    """The exchange of one HTTP/1.1 request, framed as HTTP/1.1 bytes."""
+
     __slots__ = ("body_allowed", "chunked", "http10", "keep_alive")
 
     conn: CycleOwner

@@ -23,7 +23,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Protocol
+
+from fulmen.protocols.flow_control import FlowControl
 
 logger = logging.getLogger("fulmen.error")
 
@@ -168,6 +170,19 @@ async def service_unavailable(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"Service Unavailable"})
 
 
+class ExchangeOwner(Protocol):
+    """What an exchange reads of the protocol it belongs to (a ``ServerProtocol``)."""
+
+    scope_template: dict[str, Any]  # what the scopes of the connection's requests share
+    root_path: str
+    root_path_bytes: bytes
+    app_state: dict[str, Any]  # the lifespan state, copied into each scope
+    flow: FlowControl
+    access_log: bool
+    loop: asyncio.AbstractEventLoop
+    tasks: set[asyncio.Task[None]]  # the server's application tasks
+
+
 class ASGIExchange(abc.ABC):
     """One request and its response as the application sees them, whatever frames them.
 
@@ -197,11 +212,12 @@ class ASGIExchange(abc.ABC):
         "waiter",
     )
 
+    conn: ExchangeOwner
     task: asyncio.Task[None]  # the application's task, set when the protocol starts it
 
     def __init__(
         self,
-        conn: Any,
+        conn: ExchangeOwner,
         http_version: str,
         method: str,
         path: str,
