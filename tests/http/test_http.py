@@ -263,7 +263,7 @@ def _send_on_many(server: Any, request: bytes, count: int = 32) -> list[bytes]:
     """Send ``request`` on ``count`` connections at once and read each until the server closes it.
 
     Many requests arriving together are answered in one loop turn, where a complete response waits
-    for the turn's end (cycle._write_last): what the connection writes or closes after must wait too.
+    for the turn's end (protocols/output.py): what the connection writes or closes after comes after it.
     """
     sockets = [server.connect() for _ in range(count)]
     try:
