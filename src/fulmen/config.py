@@ -417,9 +417,12 @@ class Config:
         if loop == "asyncio":
             return asyncio.new_event_loop
         if loop == "uvloop":
-            import uvloop
-
-            return uvloop.new_event_loop
+            try:
+                import uvloop
+            except ImportError:
+                logger.error("--loop uvloop needs the uvloop package: pip install 'fulmen[standard]'.")
+                sys.exit(STARTUP_FAILURE)
+            return uvloop.new_event_loop  # type: ignore[no-any-return]
         try:
             factory = import_from_string(loop)
         except (ImportError, ImportFromStringError) as exc:
