@@ -401,8 +401,10 @@ def test_fulmen_main_is_called_as_uvicorn_main_is(call: str) -> None:
 def test_reload_logs_the_watched_directories(cli: Any, tmp_path: Path) -> None:
     _write(tmp_path, "logs_on_uvicorn.py", UVICORN_LOGGING_APP)
     process = cli("logs_on_uvicorn:app", "--reload", "--port", str(free_port()), cwd=tmp_path)
-    assert process.wait_for(RUNNING), process.output
-    expected = f"INFO:     Will watch for changes in these directories: ['{tmp_path.resolve()}']"
-    assert process.lines[0] == expected, process.output
-    process.process.terminate()  # the reloader stops its worker too
-    assert process.wait(15) == 0
+    try:
+        assert process.wait_for(RUNNING), process.output
+        expected = f"INFO:     Will watch for changes in these directories: ['{tmp_path.resolve()}']"
+        assert process.lines[0] == expected, process.output
+    finally:
+        process.process.terminate()  # the reloader stops its worker (killing it would orphan the worker)
+        assert process.wait(15) == 0
