@@ -15,6 +15,8 @@ Workloads (attribute names are what ``run.py`` passes to the servers):
 ``websocket``  WebSocket echo of every text/binary message received
 ``app``        all of the above behind a tiny path dispatcher (for manual tests)
 
+The ``fastapi`` workload (the ``json`` answer from a FastAPI route) is in ``fastapi_app.py``.
+
 Run one by hand with e.g.::
 
     uvicorn benchmarks.apps:plaintext --port 8000 --no-access-log
@@ -173,7 +175,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     await target(scope, receive, send)
 
 
-# Workload name -> attribute name in this module.
+# Workload name -> attribute name in this module (or a "module:attribute" elsewhere).
 WORKLOAD_APPS: dict[str, str] = {
     "plaintext": "plaintext",
     "json": "json_app",
@@ -181,4 +183,11 @@ WORKLOAD_APPS: dict[str, str] = {
     "echo": "echo",
     "stream": "stream",
     "websocket": "websocket",
+    "fastapi": "benchmarks.fastapi_app:app",
 }
+
+
+def workload_target(workload: str) -> str:
+    """The import string a server is started with for ``workload``."""
+    name = WORKLOAD_APPS[workload]
+    return name if ":" in name else f"benchmarks.apps:{name}"

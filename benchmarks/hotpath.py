@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import logging
+import os
 import re
 import shutil
 import subprocess
@@ -71,6 +74,8 @@ WORKLOADS: dict[str, tuple[Any, bytes]] = {
         b"POST / HTTP/1.1\r\n" + _HOST + b"Content-Length: 16384\r\n\r\n" + b"x" * 16384,
     ),
     "stream": (apps.stream, b"GET / HTTP/1.1\r\n" + _HOST + b"\r\n"),
+    # Imported only when measured, so that the other workloads run without FastAPI loaded.
+    "fastapi": ("benchmarks.fastapi_app", b"GET / HTTP/1.1\r\n" + _HOST + b"\r\n"),
 }
 
 
@@ -107,8 +112,19 @@ class MemoryTransport(asyncio.Transport):
         return 0
 
 
-def measure(server: str, workload: str, http: str, loop_name: str, requests: int, rounds: int) -> float:
-    """Microseconds per request, the best of ``rounds`` runs of ``requests`` requests."""
+def measure(
+    server: str,
+    workload: str,
+    http: str,
+    loop_name: str,
+    requests: int,
+    rounds: int,
+    access_log: bool = False,
+) -> float:
+    """Microseconds per request, the best of ``rounds`` runs of ``requests`` requests.
+
+    With ``access_log``, each server writes its access log as set up by default, to ``/dev/null``.
+    """
     if server == "uvicorn":  # the same harness around uvicorn's protocols, for comparison
         from uvicorn.config import Config
         from uvicorn.server import ServerState
@@ -117,14 +133,28 @@ def measure(server: str, workload: str, http: str, loop_name: str, requests: int
         from fulmen.server import ServerState  # type: ignore[assignment]
 
     app, request = WORKLOADS[workload]
-    config = Config(app=app, http=http, loop=loop_name, access_log=False, log_level="warning", lifespan="off")
+    if isinstance(app, str):
+        app = importlib.import_module(app).app
+    level = "info" if access_log else "warning"
+    config = Config(
+        app=app, http=http, loop=loop_name, access_log=access_log, log_level=level, lifespan="off"
+    )
     config.load()
+    if access_log:
+        for name in ("fulmen.access", "uvicorn.access"):
+            for handler in logging.getLogger(name).handlers:
+                if isinstance(handler, logging.StreamHandler):
+                    handler.setStream(open(os.devnull, "w"))
     loop = uvloop_or_asyncio(loop_name)
     asyncio.set_event_loop(loop)
     state = ServerState()
     state.default_headers = [(b"date", b"Fri, 27 Nov 2026 12:00:00 GMT"), (b"server", server.encode())]
 
     async def drive() -> float:
+        if access_log and server == "fulmen":  # as Server.startup() sets it up
+            from fulmen.access_log import AccessLogBuffer
+
+            state.access_buffer = AccessLogBuffer.refresh(None, loop)  # type: ignore[attr-defined]
         protocols = []
         for _ in range(CONNECTIONS):
             protocol = config.http_protocol_class(  # type: ignore[call-arg]
@@ -189,13 +219,18 @@ def main() -> None:
     parser.add_argument("-n", "--requests", type=int, default=100_000, help="requests per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind")
+    parser.add_argument("--access-log", action="store_true", help="access log on (written to /dev/null)")
     args = parser.parse_args()
-    label = f"{args.server} {args.workload} ({args.http}, {args.loop})"
+    access = ", access log" if args.access_log else ""
+    label = f"{args.server} {args.workload} ({args.http}, {args.loop}{access})"
     if args.instructions:
         argv = [args.workload, "--server", args.server, "--http", args.http, "--loop", args.loop]
+        argv += ["--access-log"] if args.access_log else []
         print(f"{label}: {count_instructions(argv, args.workload):,} instructions/request")
         return
-    micros = measure(args.server, args.workload, args.http, args.loop, args.requests, args.rounds)
+    micros = measure(
+        args.server, args.workload, args.http, args.loop, args.requests, args.rounds, args.access_log
+    )
     print(f"{label}: {micros:.2f} us/request")
 
 

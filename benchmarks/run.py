@@ -57,7 +57,7 @@ from benchmarks.chart import draw_ratio_chart  # noqa: E402
 
 HOST = "127.0.0.1"
 ALL_SERVERS = ("fulmen", "uvicorn", "granian")
-ALL_WORKLOADS = ("plaintext", "json", "headers", "echo", "stream", "websocket")
+ALL_WORKLOADS = ("plaintext", "json", "headers", "echo", "stream", "websocket", "fastapi")
 WRK_SCRIPTS: dict[str, str] = {"headers": "headers.lua", "echo": "echo.lua"}
 ECHO_BODY = b"0123456789abcdef" * 1024  # must match benchmarks/wrk/echo.lua
 READY_TIMEOUT = 20.0
@@ -195,13 +195,19 @@ class Config:
 
 
 def server_kind(name: str) -> str:
-    """``uvicorn#2`` runs uvicorn under another label (an A/A run shows the noise floor)."""
-    return name.split("#", 1)[0]
+    """``uvicorn#2`` runs uvicorn under another label (an A/A run shows the noise floor);
+    ``fulmen+log`` runs fulmen with its access log on, beside servers without."""
+    return re.split(r"[#+]", name, maxsplit=1)[0]
+
+
+def access_log_on(name: str, cfg: Config) -> bool:
+    return cfg.access_log or "+log" in name
 
 
 def server_command(name: str, workload: str, port: int, cfg: Config) -> list[str]:
+    access_log = access_log_on(name, cfg)
     name = server_kind(name)
-    target = f"benchmarks.apps:{apps.WORKLOAD_APPS[workload]}"
+    target = apps.workload_target(workload)
     py = sys.executable
     if name in ("fulmen", "uvicorn"):
         # Identical CLI for both: fulmen is a drop-in replacement.
@@ -212,7 +218,7 @@ def server_command(name: str, workload: str, port: int, cfg: Config) -> list[str
             "--workers", str(cfg.workers),
         ]  # fmt: skip
         # The access log as both servers write it by default (to a file here), or off.
-        cmd += ["--log-level", "info"] if cfg.access_log else ["--no-access-log", "--log-level", "warning"]
+        cmd += ["--log-level", "info"] if access_log else ["--no-access-log", "--log-level", "warning"]
     elif name == "granian":
         # Granian has its own HTTP stack (no --http httptools|h11); its access log is off by default.
         cmd = [
@@ -221,7 +227,7 @@ def server_command(name: str, workload: str, port: int, cfg: Config) -> list[str
             "--workers", str(cfg.workers), "--loop", cfg.loop,
             "--log-level", "warning", target,
         ]  # fmt: skip
-        if cfg.access_log:
+        if access_log:
             cmd.insert(-1, "--access-log")
     else:
         raise ValueError(f"unknown server {name!r}")
@@ -318,7 +324,7 @@ def validate(workload: str, port: int) -> None:
     if workload == "plaintext":
         status, body = http_request(port, "GET", "/")
         expected = apps.PLAINTEXT_BODY
-    elif workload == "json":
+    elif workload in ("json", "fastapi"):
         status, body = http_request(port, "GET", "/")
         if status == 200 and json.loads(body) == apps.JSON_OBJECT:
             return

@@ -136,7 +136,8 @@ def test_pickles_for_worker_processes() -> None:
 
 
 def test_default_log_config_and_colours() -> None:
-    assert set(LOGGING_CONFIG["loggers"]) == {"fulmen", "fulmen.error", "fulmen.access"}
+    fulmen_loggers = {"fulmen", "fulmen.error", "fulmen.access"}
+    assert set(LOGGING_CONFIG["loggers"]) == fulmen_loggers | {"uvicorn", "uvicorn.error", "uvicorn.access"}
     Config(apps.hello, use_colors=True)
     handler = logging.getLogger("fulmen").handlers[0]
     assert getattr(handler.formatter, "use_colors", None) is True

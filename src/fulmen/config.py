@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
-import json
 import logging
 import logging.config
 import os
@@ -14,11 +13,13 @@ import ssl
 import stat
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from fulmen import options as _options
+from fulmen.checks import Problem, find_problems
 from fulmen.forwarding import TrustedHosts
 from fulmen.importer import ImportFromStringError, import_from_string
+from fulmen.log_config import UVICORN_LOGGERS, LogConfigError, apply_log_config
 from fulmen.logging import LOG_LEVELS, LOGGING_CONFIG, TRACE_LOG_LEVEL, AccessFormatter, logging_config
 from fulmen.options import STARTUP_FAILURE
 from fulmen.reload_patterns import resolve_reload_patterns
@@ -118,20 +119,43 @@ class Config:
         self.ssl: ssl.SSLContext | None = None
         self.encoded_headers: list[tuple[bytes, bytes]] = []
 
-        self.configure_logging()
+        mirrored = self.configure_logging()
+        if mirrored:
+            logger.info(
+                "The log config is written for uvicorn: its settings of %s also apply to %s.",
+                ", ".join(mirrored),
+                ", ".join(UVICORN_LOGGERS[name] for name in mirrored),
+            )
         if self.env_file is not None:
             _load_env_file(os.fspath(self.env_file))
 
-        self.headers = [_split_header(header) for header in (self.headers or [])]
+        #: What is wrong with the options, found now and reported at startup (:meth:`check_or_exit`).
+        self.problems: list[Problem] = []
         if self.workers is None:
-            self.workers = int(os.environ.get("WEB_CONCURRENCY", 1))
+            web_concurrency = os.environ.get("WEB_CONCURRENCY", "1")
+            try:
+                self.workers = int(web_concurrency)
+            except ValueError:
+                self.workers = 1
+                message = f"$WEB_CONCURRENCY is {web_concurrency!r}, not a whole number."
+                self.problems.append(Problem("workers", message))
         if self.forwarded_allow_ips is None:
             self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+        values.update(workers=self.workers, forwarded_allow_ips=self.forwarded_allow_ips)
+        self.problems += find_problems(values)
+        headers = [] if any(problem.option == "headers" for problem in self.problems) else self.headers
+        self.headers = [_split_header(header) for header in (headers or [])]
         if self.h11_max_incomplete_event_size is None:
             self.h11_max_incomplete_event_size = DEFAULT_MAX_HEAD_SIZE
         self._resolve_reload()
         if self.reload and self.workers > 1:
             logger.warning('"workers" flag is ignored when reloading is enabled.')
+
+    def check_or_exit(self) -> None:
+        """Log the first problem of the options (one line) and exit with status 3, if there is one."""
+        if self.problems:
+            logger.error("%s", self.problems[0])
+            sys.exit(STARTUP_FAILURE)
 
     # Options set from the table are plain attributes; this tells the type checker so.
     def __getattr__(self, name: str) -> Any:
@@ -147,6 +171,9 @@ class Config:
                 "please refer to documentation."
             )
         resolve_reload_patterns(self)
+        if self.should_reload:
+            directories = sorted(str(directory) for directory in self.reload_dirs)
+            logger.info("Will watch for changes in these directories: %s", directories)
 
     @property
     def asgi_version(self) -> str:
@@ -167,45 +194,50 @@ class Config:
     def should_reload(self) -> bool:
         return isinstance(self.app, str) and bool(self.reload)
 
-    def configure_logging(self) -> None:
-        """Apply ``log_config``, ``log_format``, ``log_level``, ``access_log`` and ``use_colors``."""
+    def configure_logging(self) -> list[str]:
+        """Apply ``log_config``, ``log_format``, ``log_level``, ``access_log`` and ``use_colors``.
+
+        Returns the uvicorn loggers named by the log config, whose settings now also apply to
+        fulmen's. A log config that cannot be applied ends the program (status 3) with one line.
+        """
         logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
         log_config = self.log_config
+        mirrored: list[str] = []
+        if isinstance(log_config, dict):
+            if log_config == LOGGING_CONFIG:
+                log_config = logging_config(self.log_format)
+            log_config = copy.deepcopy(log_config)
+            if self.use_colors in (True, False):
+                for name in ("default", "access"):
+                    formatter = log_config.get("formatters", {}).get(name)
+                    if formatter is not None and "JSONFormatter" not in str(formatter.get("()", "")):
+                        formatter["use_colors"] = self.use_colors
         if log_config is not None:
-            if isinstance(log_config, dict):
-                if log_config == LOGGING_CONFIG:
-                    log_config = logging_config(self.log_format)
-                log_config = copy.deepcopy(log_config)
-                if self.use_colors in (True, False):
-                    for name in ("default", "access"):
-                        formatter = log_config.get("formatters", {}).get(name)
-                        if formatter is not None and "JSONFormatter" not in str(formatter.get("()", "")):
-                            formatter["use_colors"] = self.use_colors
-                logging.config.dictConfig(log_config)
-            elif isinstance(log_config, str) and log_config.endswith(".json"):
-                with open(log_config) as file:
-                    logging.config.dictConfig(json.load(file))
-            elif isinstance(log_config, str) and log_config.endswith((".yaml", ".yml")):
-                import yaml
+            try:
+                mirrored = apply_log_config(log_config)
+            except LogConfigError as exc:
+                sys.stderr.write(f"ERROR:    {exc}\n")
+                sys.exit(STARTUP_FAILURE)
 
-                with open(log_config) as file:
-                    logging.config.dictConfig(yaml.safe_load(file))
-            else:
-                logging.config.fileConfig(log_config, disable_existing_loggers=False)
-
-        if self.log_level is not None:
-            level = LOG_LEVELS[self.log_level.lower()] if isinstance(self.log_level, str) else self.log_level
-            for name in ("fulmen", "fulmen.error", "fulmen.access", "fulmen.asgi"):
+        fulmen_and_uvicorn = (*UVICORN_LOGGERS.values(), *UVICORN_LOGGERS)
+        level = self.log_level
+        if isinstance(level, str) and level.lower() in LOG_LEVELS:
+            level = LOG_LEVELS[level.lower()]
+        if isinstance(level, int):
+            for name in fulmen_and_uvicorn:
                 logging.getLogger(name).setLevel(level)
         if self.access_log is False:
-            access = logging.getLogger("fulmen.access")
-            access.handlers = []
-            access.propagate = False
+            for name in ("fulmen.access", "uvicorn.access"):
+                access = logging.getLogger(name)
+                access.handlers = []
+                access.propagate = False
         AccessFormatter.custom_format = self.access_log_format
+        return mirrored
 
     def load(self) -> None:
         """Import the application and resolve the protocol, loop and lifespan implementations."""
         assert not self.loaded
+        self.check_or_exit()
         if self.app_dir is not None:
             app_dir = os.path.abspath(self.app_dir)
             if app_dir not in sys.path:
@@ -217,8 +249,18 @@ class Config:
 
         try:
             self.ssl = self._create_ssl()
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            logger.error("Error loading TLS certificate or key: %s", exc)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            files = [
+                f"{label} {os.fspath(path)!r}"
+                for label, path in (
+                    ("certificate", self.ssl_certfile),
+                    ("key", self.ssl_keyfile),
+                    ("CA certificates", self.ssl_ca_certs),
+                )
+                if path
+            ]
+            named = f" ({', '.join(files)})" if files else ""
+            logger.error("Error loading TLS certificate or key%s: %s", named, exc)
             sys.exit(STARTUP_FAILURE)
         if self.http2 and self.ssl is not None:
             # Clients that speak HTTP/2 choose it in the handshake; the others keep HTTP/1.1.
@@ -367,9 +409,12 @@ class Config:
         if loop == "asyncio":
             return asyncio.new_event_loop
         if loop == "uvloop":
-            import uvloop
-
-            return uvloop.new_event_loop
+            try:
+                import uvloop
+            except ImportError:
+                logger.error("--loop uvloop needs the uvloop package: pip install 'fulmen[standard]'.")
+                sys.exit(STARTUP_FAILURE)
+            return uvloop.new_event_loop  # type: ignore[no-any-return]
         try:
             factory = import_from_string(loop)
         except (ImportError, ImportFromStringError) as exc:
@@ -389,12 +434,15 @@ class Config:
                 sock.bind(path)
                 os.chmod(path, 0o666)
             except OSError as exc:
-                logger.error("Cannot bind to %s: %s", path, exc)
-                sys.exit(STARTUP_FAILURE)
+                sock.close()
+                _exit_cannot_bind(f"unix socket {path}", exc)
             message = f"Fulmen running on unix socket {path} (Press CTRL+C to quit)"
         elif self.fd is not None:
-            sock = socket.fromfd(self.fd, socket.AF_UNIX, socket.SOCK_STREAM)
-            sock = socket.socket(fileno=sock.detach())
+            try:
+                sock = socket.fromfd(self.fd, socket.AF_UNIX, socket.SOCK_STREAM)
+                sock = socket.socket(fileno=sock.detach())
+            except OSError as exc:
+                _exit_cannot_bind(f"file descriptor {self.fd}", exc)
             message = f"Fulmen running on socket {sock.getsockname()} (Press CTRL+C to quit)"
         else:
             family = socket.AF_INET6 if self.host and ":" in self.host else socket.AF_INET
@@ -402,9 +450,9 @@ class Config:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((self.host, self.port))
-            except OSError as exc:
-                logger.error("%s", exc)
-                sys.exit(STARTUP_FAILURE)
+            except (OSError, OverflowError) as exc:
+                sock.close()
+                _exit_cannot_bind(f"{self.host}:{self.port}", exc)
             port = sock.getsockname()[1]
             host = f"[{self.host}]" if family == socket.AF_INET6 else self.host
             message = f"Fulmen running on {scheme}://{host}:{port} (Press CTRL+C to quit)"
@@ -425,6 +473,17 @@ class Config:
 
 
 _API_NAMES = frozenset(option.name for option in _options.API_OPTIONS)
+
+
+def bind_failure(address: str, exc: BaseException) -> str:
+    """The one line that says which address could not be bound, and why."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"Cannot bind to {address}: {reason}"
+
+
+def _exit_cannot_bind(address: str, exc: BaseException) -> NoReturn:
+    logger.error("%s", bind_failure(address, exc))
+    sys.exit(STARTUP_FAILURE)
 
 
 def _split_header(header: Any) -> tuple[str, str]:

@@ -1,7 +1,8 @@
 """Log formatters and the default logging configuration.
 
 Two loggers matter: ``fulmen.error`` (server events and application errors) and ``fulmen.access``
-(one line per request). Access records carry their fields in ``record.access`` so that the text,
+(one line per request). uvicorn's ``uvicorn.error`` and ``uvicorn.access`` are set up the same way,
+for applications that log on them. Access records carry their fields in ``record.access`` so that the text,
 custom and JSON formatters all read the same data.
 """
 
@@ -159,6 +160,37 @@ def render_access_format(fmt: str, fields: dict[str, Any]) -> str:
     return fmt.format_map(values)
 
 
+#: One value of each access field's type, to try a custom format with at startup.
+_SAMPLE_FIELDS: dict[str, Any] = {
+    "client": "127.0.0.1:50000",
+    "method": "GET",
+    "path": "/",
+    "query": "",
+    "http_version": "1.1",
+    "status": 200,
+    "bytes": 0,
+    "duration_ms": 0.5,
+    "user_agent": "-",
+    "referer": "-",
+    "request_id": "-",
+}
+
+
+def check_access_format(fmt: str) -> str | None:
+    """Why ``fmt`` cannot render access lines (an unknown field, a bad conversion), or None.
+
+    The fields have the same types on every request, so a format that renders the sample renders
+    every line.
+    """
+    try:
+        render_access_format(fmt, _SAMPLE_FIELDS)
+    except KeyError as exc:
+        return f"unknown field {exc.args[0]!r} in {fmt!r}; the fields are {', '.join(ACCESS_FIELDS)}."
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        return f"{fmt!r} cannot be rendered: {exc}."
+    return None
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and the access fields."""
 
@@ -222,6 +254,10 @@ def logging_config(log_format: str = "default") -> dict[str, Any]:
             "fulmen": {"handlers": ["default"], "level": "INFO", "propagate": False},
             "fulmen.error": {"level": "INFO"},
             "fulmen.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+            # What applications log on uvicorn's loggers (a FastAPI habit) comes out as under uvicorn.
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         },
     }
 

@@ -1,50 +1,18 @@
-"""``fulmen.run()``: choose reload, several workers or a single server, as uvicorn does."""
+"""``fulmen.main``, as ``uvicorn.main``: the command (``main``), ``run()`` and the startup-failure status.
+
+``fulmen.main`` itself is the command, as ``uvicorn.main`` is: ``fulmen.main(["app:app"])`` and
+``fulmen.main.main(["app:app"])`` both run it, and ``fulmen.main.run`` is :func:`fulmen.run`.
+"""
 
 from __future__ import annotations
 
-import inspect
-import logging
-import os
-import sys
-from typing import Any
-
 from fulmen.cli import main
 from fulmen.config import Config
-from fulmen.options import API_OPTIONS, STARTUP_FAILURE
+from fulmen.options import STARTUP_FAILURE
+from fulmen.runner import run
 from fulmen.server import Server
 
-# As in uvicorn.main: the command (``main``), ``run`` and the startup-failure status.
-__all__ = ["STARTUP_FAILURE", "main", "run"]
+__all__ = ["STARTUP_FAILURE", "Config", "Server", "main", "run"]
 
-logger = logging.getLogger("fulmen.error")
-
-
-def run(app: Any, **kwargs: Any) -> None:
-    """Serve ``app`` (an ASGI application or an import string) with the options of :class:`Config`."""
-    config = Config(app, **kwargs)
-    server = Server(config=config)
-
-    if (config.reload or config.workers > 1) and not isinstance(app, str):
-        logger.warning("You must pass the application as an import string to enable 'reload' or 'workers'.")
-        sys.exit(STARTUP_FAILURE)
-
-    from fulmen.supervisors import choose_and_run
-
-    try:
-        status = choose_and_run(config, server)
-    except KeyboardInterrupt:
-        status = 0
-    finally:
-        if config.uds and os.path.exists(config.uds):
-            os.remove(config.uds)
-    if status:
-        sys.exit(status)
-
-
-run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [inspect.Parameter("app", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    + [
-        inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default)
-        for option in API_OPTIONS
-    ]
-)
+if __name__ == "__main__":  # pragma: no cover
+    main()

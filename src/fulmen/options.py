@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fulmen.logging import LOGGING_CONFIG
 
@@ -48,10 +48,21 @@ class Option:
     cli: bool = True
     api: bool = True
     section: str = "Server"
+    shown_default: str | None = None  # what --help shows as the default when ``default`` is None
 
     @property
     def envvar(self) -> str:
         return "FULMEN_" + self.name.upper()
+
+    @property
+    def uvicorn_envvar(self) -> str:
+        """``UVICORN_<NAME>``, read when no ``FULMEN_*`` variable of the option is set."""
+        return "UVICORN_" + self.name.upper()
+
+    @property
+    def bounds(self) -> Bounds | None:
+        """The allowed range of a numeric option (see :data:`BOUNDS`)."""
+        return BOUNDS.get(self.name)
 
     @property
     def envvars(self) -> list[str]:
@@ -259,7 +270,7 @@ OPTIONS: tuple[Option, ...] = (
         existing_path=True,
         section="Logging",
     ),
-    _o("log_level", None, "Log level.", choices=LOG_LEVEL_CHOICES, section="Logging"),
+    _o("log_level", None, "Log level.", choices=LOG_LEVEL_CHOICES, section="Logging", shown_default="info"),
     _o(
         "access_log",
         True,
@@ -440,6 +451,48 @@ OPTIONS: tuple[Option, ...] = (
 
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 
+
+class Bounds(NamedTuple):
+    """The range of a numeric option: ``minimum`` (excluded when ``above``), and ``maximum`` if any."""
+
+    minimum: float
+    maximum: float | None = None
+    above: bool = False
+
+    def describe(self) -> str:
+        low = f"above {self.minimum:g}" if self.above else f"at least {self.minimum:g}"
+        return low if self.maximum is None else f"from {self.minimum:g} to {self.maximum:g}"
+
+    def allows(self, value: float) -> bool:
+        low_ok = value > self.minimum if self.above else value >= self.minimum
+        return low_ok and (self.maximum is None or value <= self.maximum)
+
+
+#: Allowed ranges of numeric options: the command line refuses other values (status 2), and
+#: ``Config`` refuses them at startup (status 3), instead of failing later or per request.
+BOUNDS: dict[str, Bounds] = {
+    "port": Bounds(0, 65535),
+    "fd": Bounds(0),
+    "backlog": Bounds(1),
+    "reload_delay": Bounds(0),
+    "workers": Bounds(0),  # 0: as if not given, as uvicorn takes it
+    "timeout_worker_healthcheck": Bounds(1),
+    "ws_max_size": Bounds(1),
+    "ws_max_queue": Bounds(1),
+    "ws_ping_interval": Bounds(0),  # 0: no pings
+    "ws_ping_timeout": Bounds(0),
+    "h11_max_incomplete_event_size": Bounds(1),
+    "limit_concurrency": Bounds(1),
+    "limit_max_requests": Bounds(1),
+    "limit_max_requests_jitter": Bounds(0),
+    "limit_request_headers": Bounds(1),
+    "timeout_keep_alive": Bounds(0),
+    "timeout_request_header": Bounds(0, above=True),
+    "timeout_notify": Bounds(0),
+    "timeout_graceful_shutdown": Bounds(0),
+    "ssl_cert_reqs": Bounds(0, 2),
+}
+
 #: Options of :class:`fulmen.Config` and :func:`fulmen.run` (everything the API takes).
 API_OPTIONS: tuple[Option, ...] = tuple(option for option in OPTIONS if option.api)
 
@@ -458,7 +511,8 @@ def render_settings_markdown() -> str:
         "",
         "Every option is a command-line flag, an environment variable (`FULMEN_<NAME>`) and a keyword of",
         "`fulmen.Config` and `fulmen.run()`. `WEB_CONCURRENCY` and `FORWARDED_ALLOW_IPS` are read as",
-        "uvicorn reads them.",
+        "uvicorn reads them. The command line also reads uvicorn's `UVICORN_<NAME>` when no `FULMEN_`",
+        "variable of the option is set, and says so at startup.",
         "",
     ]
     sections: dict[str, list[Option]] = {}
@@ -477,6 +531,8 @@ def render_settings_markdown() -> str:
             default = (
                 "fulmen.logging.LOGGING_CONFIG" if option.default is LOGGING_CONFIG else repr(option.default)
             )
+            if option.shown_default is not None:
+                default = option.shown_default
             if option.choices:
                 extra = " or an import string" if option.open_choices else ""
                 description = f"{option.help} One of {', '.join(option.choices)}{extra}."
@@ -484,6 +540,8 @@ def render_settings_markdown() -> str:
                 description = option.help
             if option.multiple:
                 description += " Repeatable."
+            if option.bounds is not None:
+                description += f" {option.bounds.describe().capitalize()}."
             lines.append(f"| `{flag}` | `{option.name}` | {env} | `{default}` | {description} |")
         lines.append("")
     lines += DIFFERENCES
@@ -494,17 +552,19 @@ def render_settings_markdown() -> str:
 DIFFERENCES = [
     "## Differences from uvicorn",
     "",
+    "Every difference, with the setting that restores uvicorn's behaviour where there is one, is in",
+    "[migration.md](migration.md). As far as options go:",
+    "",
     "- Options uvicorn does not have: `--worker-class`, `--access-log-format`, `--log-format`,",
     "  `--limit-request-headers`, `--timeout-request-header`; `--timeout-notify` is also on the command",
     "  line; `app_dir` is also a `Config` keyword.",
-    "- `--http2` serves HTTP/2 with the h2 package (see docs/http2.md); without h2 installed the",
-    "  server logs one error line and exits with status 3.",
-    "- A server stopped gracefully by SIGTERM exits with status 0 (uvicorn re-raises SIGTERM on itself).",
-    "  Signals are still handed back to handlers a program installed before embedding the server.",
-    "- An application that is not callable is a startup failure (exit status 3, one-line error); so is",
-    "  a module or factory that raises (exit status 3, with its traceback).",
+    "- Stricter defaults: a request head is limited to 16 KiB (`--h11-max-incomplete-event-size`, both",
+    "  parsers), 100 header lines and 10 s (uvicorn's httptools path has no such limits).",
+    "- Numbers outside their range (given above), an access-log format naming an unknown field, a",
+    "  header that is not `Name: Value`, a TLS key without its certificate or a missing TLS file are",
+    "  refused at startup with one line (status 2 on the command line, 3 through the API).",
+    "- `--http zttp` is uvicorn's own HTTP/2 implementation: fulmen serves HTTP/2 with `--http2`.",
     "- `ssl_context_factory` may take `(config, default_factory)`, as uvicorn's, or just `(config)`.",
-    "- `Server.startup()` loads the configuration itself when `Config.load()` was not called.",
     "- `--forwarded-allow-ips` networks may have host bits set (`10.0.0.1/8`), and RFC 7239",
     "  `Forwarded` is understood besides `X-Forwarded-For` and `X-Forwarded-Proto`.",
     "- Each `FULMEN_<NAME>` variable also has the flag's spelling where it differs (`FULMEN_HEADER`).",

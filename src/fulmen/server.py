@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from fulmen.access_log import AccessLogBuffer
-from fulmen.config import Config
+from fulmen.config import Config, bind_failure
 from fulmen.heap import settle_heap_thresholds
 from fulmen.options import STARTUP_FAILURE
 
@@ -188,8 +188,16 @@ class Server:
                 )
                 self.servers.append(server)
                 listeners = list(server.sockets)
-        except OSError as exc:
-            logger.error("%s", exc)
+        except (OSError, ValueError, OverflowError) as exc:  # a bad host name is a UnicodeError on uvloop
+            if sockets is not None:
+                address = "the inherited sockets"
+            elif config.fd is not None:
+                address = f"file descriptor {config.fd}"
+            elif config.uds is not None:
+                address = f"unix socket {config.uds}"
+            else:
+                address = f"{config.host}:{config.port}"
+            logger.error("%s", bind_failure(address, exc))
             for server in self.servers:
                 server.close()
             await self.lifespan.shutdown()

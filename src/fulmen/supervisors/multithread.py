@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fulmen.options import STARTUP_FAILURE
 from fulmen.supervisors.heartbeat import Heartbeats, install_heartbeats, stale_after
 from fulmen.supervisors.pool import WorkerPool
 from fulmen.supervisors.reimport import reloaded_config
@@ -75,7 +76,9 @@ class Thread(Worker):
         code = 1
         try:
             self.target(sockets=own_sockets)
-            code = 0
+            # Returned without ever serving (its lifespan startup failed): a startup failure, which
+            # stops the pool, unlike a worker that served its --limit-max-requests.
+            code = STARTUP_FAILURE if self.server is not None and not self.server.started else 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:

@@ -194,7 +194,9 @@ class WorkerPool(abc.ABC):
             else:
                 worker.join(0)
                 code = worker.exitcode
-                if code == STARTUP_FAILURE:
+                if code == STARTUP_FAILURE and not self._stopping():
+                    # It failed before serving (import, lifespan or bind error): every new worker
+                    # would fail the same way, so the server stops rather than restart it.
                     logger.error(
                         "Worker %s failed to start (status %d); stopping the server.", worker.name, code
                     )

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+from fulmen.options import STARTUP_FAILURE
 from fulmen.supervisors.heartbeat import Heartbeats, install_heartbeats
 from fulmen.supervisors.target import server_of
 
@@ -81,7 +82,12 @@ def worker_main(
     try:
         target(sockets=sockets)
     except KeyboardInterrupt:  # the supervisor stops us with signals; a traceback would be noise
-        pass
+        return
+    if server is not None and not server.started:
+        # The server returned without ever serving (its lifespan startup failed): tell the supervisor
+        # it failed to start, as an import or bind error does, rather than exiting like a worker that
+        # served its --limit-max-requests.
+        sys.exit(STARTUP_FAILURE)
 
 
 def stdin_fileno() -> int | None:
