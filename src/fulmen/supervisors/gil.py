@@ -69,7 +69,5 @@ def threads_or_processes(config: Any) -> Literal["thread", "process"] | None:
             reason,
         )
         return "thread"
-    logger.warning(
-        "Loading the application turned the GIL back on (%s): using process workers.", reason
-    )
+    logger.warning("Loading the application turned the GIL back on (%s): using process workers.", reason)
     return "process"
