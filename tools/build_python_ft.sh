@@ -119,9 +119,29 @@ interpreter_works() {
         2>/dev/null
 }
 
-# The venv holds fulmen (editable) with its extras; redone when the interpreter or pyproject changes.
+# What pip may build from source on the free-threaded interpreter: C extensions without a cp3XXt wheel.
+# Everything else comes as a wheel: building the Rust ones (watchfiles, pydantic-core, cryptography)
+# would need crates.io, and an older release with a free-threaded wheel is better than none.
+PIP_BINARIES=(--only-binary :all: --no-binary httptools,uvloop,pyyaml)
+
+# The test dependencies: pyproject's dev extra less the linters, which run on the main venv.
+test_requirements() {
+    "$1" - <<'EOF'
+import re, tomllib
+with open("pyproject.toml", "rb") as file:
+    extras = tomllib.load(file)["project"]["optional-dependencies"]["dev"]
+for requirement in extras:
+    name = re.split(r"[^A-Za-z0-9_.-]", requirement, maxsplit=1)[0].lower()
+    if name not in {"mypy", "ruff"} and not name.startswith("types-"):
+        print(requirement)
+EOF
+}
+
+# The venv holds fulmen (editable) with its standard extra and the test dependencies that exist for
+# this interpreter (the tests that need a missing one skip); redone when the interpreter or
+# pyproject.toml changes.
 ensure_venv() {
-    local python=$1 key
+    local python=$1 key missing=()
     key="$("$python" -VV | tr -d '\n') $(sha256sum pyproject.toml | cut -c1-16)"
     if [ -f "$VENV/.installed" ] && [ "$(cat "$VENV/.installed")" = "$key" ]; then
         return
@@ -129,8 +149,15 @@ ensure_venv() {
     say "making $VENV"
     rm -rf "$VENV"
     "$python" -m venv "$VENV"
-    timeout 900 "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-    timeout 1800 "$VENV/bin/python" -m pip install -q -e '.[standard,dev]' >&2
+    local pip=(timeout 1200 "$VENV/bin/python" -m pip install -q "${PIP_BINARIES[@]}")
+    "${pip[@]}" --upgrade pip >&2
+    "${pip[@]}" -e '.[standard]' >&2
+    while read -r requirement; do
+        "${pip[@]}" "$requirement" >"$VENV/pip.log" 2>&1 || missing+=("$requirement")
+    done < <(test_requirements "$VENV/bin/python")
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "not installable on $("$python" -V) here (no free-threaded wheel): ${missing[*]}"
+    fi
     echo "$key" >"$VENV/.installed"
 }
 
