@@ -168,14 +168,15 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {workload} | {layout} | {summary['median']:.0f} | {summary['ratio']:.2f} | {rounds} |"
             )
-    threads, processes = results["memory"]["thread"], results["memory"]["process"]
+    mem = results["memory"]
+    threads, processes = mem["thread"], mem["process"]
     lines += [
         "",
         f"| {MEMORY_WORKERS} workers, 50 MB application | processes | RSS, MiB | PSS, MiB |",
         "| --- | ---: | ---: | ---: |",
         f"| threads | {threads['processes']} | {threads['rss_mib']} | {threads['pss_mib']} |",
         f"| processes | {processes['processes']} | {processes['rss_mib']} | {processes['pss_mib']} |",
-        f"| threads / processes | | {results['memory']['rss_ratio']:.2f} | {results['memory']['pss_ratio']:.2f} |",
+        f"| threads / processes | | {mem['rss_ratio']:.2f} | {mem['pss_ratio']:.2f} |",
     ]
     return "\n".join(lines)
 

@@ -16,7 +16,8 @@ from tests.test_supervisors_support import env_for, free_port, fulmen, request, 
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-FAST = ("--timeout-worker-healthcheck", "1")
+# Process workers asked for: on free-threaded Python the automatic worker class picks threads.
+FAST = ("--timeout-worker-healthcheck", "1", "--worker-class", "process")
 
 
 @pytest.fixture
