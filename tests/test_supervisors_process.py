@@ -20,6 +20,11 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 FAST = ("--timeout-worker-healthcheck", "1", "--worker-class", "process")
 
 
+def process_state(pid: int) -> str:
+    """The state letter of ``/proc/PID/stat`` (R running, S sleeping, T stopped...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
     write_app(tmp_path)
@@ -128,7 +133,8 @@ def test_ttin_adds_and_ttou_removes_a_worker(app_dir: Path) -> None:
 
 def test_worker_startup_failure_stops_the_server_with_status_3(app_dir: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "fulmen", "missing_module:app", "--workers", "2", "--port", str(free_port())],
+        [sys.executable, "-m", "fulmen", "missing_module:app", "--workers", "2", "--worker-class", "process",
+         "--port", str(free_port())],
         cwd=app_dir, env=env_for(app_dir), capture_output=True, text=True, timeout=30,
     )
     assert proc.returncode == 3, proc.stdout + proc.stderr
@@ -195,6 +201,9 @@ def test_process_handle_health_check_detects_a_stopped_worker(app_dir: Path) -> 
         assert process.is_alive(timeout=5)
         assert request(config.port)[0] == 200
         os.kill(process.pid, signal.SIGSTOP)
+        # The stop is complete once every thread has stopped: a thread running on the other core (a
+        # free-threaded worker's) may first answer a ping sent at once.
+        assert wait_for(lambda: process_state(process.pid) == "T", 5)
         started = time.monotonic()
         assert not process.is_alive(timeout=1)
         assert time.monotonic() - started < 2
