@@ -226,20 +226,39 @@ def test_request_targets_parsed_alike_when_repeated(http_impl: str) -> None:
 
 def test_target_cache_stays_bounded() -> None:
     from fulmen.http import connection
+    from fulmen.http.caches import MAX_ENTRIES, MAX_KEY_SIZE, remember
 
-    for number in range(connection._TARGETS_MAX * 2 + 10):
-        assert connection.parse_target(b"/item/%d?n=%d" % (number, number)) == (
-            f"/item/{number}",
-            b"/item/%d" % number,
-            b"n=%d" % number,
-        )
-        assert len(connection._TARGETS) <= connection._TARGETS_MAX
-    long_target = b"/" + b"x" * connection._TARGET_CACHED_SIZE
-    connection.parse_target(long_target)
-    assert long_target not in connection._TARGETS
-    with pytest.raises(connection.HTTPRequestError):
-        connection.parse_target(b"/caf\xc3\xa9")
-    assert b"/caf\xc3\xa9" not in connection._TARGETS
+    cache: dict[bytes, tuple[str, bytes, bytes]] = {}
+    for number in range(MAX_ENTRIES * 2 + 10):
+        target = b"/item/%d?n=%d" % (number, number)
+        parsed = connection.parse_target(target)
+        assert parsed == (f"/item/{number}", b"/item/%d" % number, b"n=%d" % number)
+        remember(cache, target, parsed)
+        assert len(cache) <= MAX_ENTRIES
+    long_target = b"/" + b"x" * MAX_KEY_SIZE
+    remember(cache, long_target, connection.parse_target(long_target))
+    assert long_target not in cache
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_each_server_caches_targets_and_headers_of_its_own(http: str) -> None:
+    """Two servers in one process (as thread workers are) fill caches of their own: on free-threaded
+    Python a lookup in a cache another thread filled takes a lock (fulmen.http.caches)."""
+    with run_server(_target_app, http=http) as first, run_server(_target_app, http=http) as second:
+        with first.connect() as sock:
+            sock.sendall(b"GET /only-first?x=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert read_response(sock)[0] == 200
+        with second.connect() as sock:
+            sock.sendall(b"GET /caf%C3%A9 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert read_response(sock)[0] == 200
+        first_caches = first.server.server_state.caches
+        second_caches = second.server.server_state.caches
+        assert set(first_caches.targets) == {b"/only-first?x=1"}
+        assert set(second_caches.targets) == {b"/caf%C3%A9"}
+        assert set(first_caches.header_prefixes) == set(second_caches.header_prefixes) == {b"content-length"}
+        assert first_caches.header_prefixes is not second_caches.header_prefixes
+        if http == "httptools":
+            assert first_caches.methods == {b"GET": "GET"}
 
 
 def _send_on_many(server: Any, request: bytes, count: int = 32) -> list[bytes]:

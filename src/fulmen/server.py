@@ -22,6 +22,7 @@ import click
 from fulmen.access_log import AccessLogBuffer
 from fulmen.config import Config
 from fulmen.heap import settle_heap_thresholds
+from fulmen.http.caches import HTTPCaches
 from fulmen.options import STARTUP_FAILURE
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class ServerState:
         self.connections: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.default_headers: list[tuple[bytes, bytes]] = []
+        #: What the HTTP hot path remembers: this server's own, so thread workers share none of it.
+        self.caches = HTTPCaches()
         #: HTTP/1.1 responses with bytes held back until the next loop turn (one callback for all).
         self.corked_cycles: list[Any] = []
         #: Writes access lines without the logging machinery while the access logger is set up as

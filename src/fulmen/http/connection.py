@@ -16,6 +16,7 @@ import urllib.parse
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from fulmen.http.caches import remember
 from fulmen.http.cycle import RequestResponseCycle
 from fulmen.http.flow_control import HIGH_WATER_LIMIT
 from fulmen.http.wire import ERROR_BODIES, simple_response
@@ -275,9 +276,11 @@ class HTTPConnection(ServerProtocol):
             if transfer_encoding.strip().lower() != b"chunked" or version == "1.0":
                 raise HTTPRequestError(400, "Invalid Transfer-Encoding")
 
-        parsed = _TARGETS.get(target)
+        targets = self.server_state.caches.targets
+        parsed = targets.get(target)
         if parsed is None:
             parsed = parse_target(target)
+            remember(targets, target, parsed)
         path, raw_path, query = parsed
         scope = self.http_scope(version, method, path, raw_path, query, headers)
 
@@ -496,13 +499,6 @@ class HTTPConnection(ServerProtocol):
         return self.default_block
 
 
-#: Request targets already parsed, to their (path, raw path, query): most requests ask for a few paths
-#: again and again. Bounded; emptied when full, so that the paths in use now come back in.
-_TARGETS: dict[bytes, tuple[str, bytes, bytes]] = {}
-_TARGETS_MAX = 1024
-_TARGET_CACHED_SIZE = 256
-
-
 def parse_target(target: bytes) -> tuple[str, bytes, bytes]:
     """The decoded path, raw path and query of a request target (origin or absolute form, or ``*``)."""
     if not target.startswith(b"/"):
@@ -529,9 +525,4 @@ def parse_target(target: bytes) -> tuple[str, bytes, bytes]:
         raise HTTPRequestError(400, "Invalid characters in request target") from None
     if "%" in path:
         path = urllib.parse.unquote(path)
-    parsed = (path, raw_path, query)
-    if len(target) <= _TARGET_CACHED_SIZE:
-        if len(_TARGETS) >= _TARGETS_MAX:
-            _TARGETS.clear()
-        _TARGETS[target] = parsed
-    return parsed
+    return path, raw_path, query

@@ -14,10 +14,7 @@ from typing import TYPE_CHECKING, Any
 from fulmen.access_log import log_access
 from fulmen.http.exchange import ASGIExchange
 from fulmen.http.wire import (
-    CHECKED_VALUES,
-    CONTENT_LENGTHS,
     CONTINUE_RESPONSE,
-    RESPONSE_HEADER_PREFIXES,
     STATUS_LINES,
     check_header_value,
     checked_header_prefix,
@@ -36,9 +33,15 @@ _CORK_LIMIT = 65536
 _CONTENT_LENGTH = b"content-length"
 _TRANSFER_ENCODING = b"transfer-encoding"
 _CONNECTION = b"connection"
-#: The response headers the server acts on, by the start of their line, to their name.
+#: The response headers the server acts on, by the start of their line, to their name. Written out:
+#: literal keys are immortal on free-threaded Python, so every thread worker looks them up without a
+#: lock (see fulmen.http.caches).
 _SPECIAL_PREFIXES = {
-    name + b": ": name for name in (_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, b"server", b"date")
+    b"content-length: ": _CONTENT_LENGTH,
+    b"transfer-encoding: ": _TRANSFER_ENCODING,
+    b"connection: ": _CONNECTION,
+    b"server: ": b"server",
+    b"date: ": b"date",
 }
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
@@ -227,19 +230,21 @@ class RequestResponseCycle(ASGIExchange):
         content_length = -1
         app_chunked = False
         seen_defaults: set[bytes] | None = None
-        prefixes = RESPONSE_HEADER_PREFIXES
+        conn = self.conn
+        caches = conn.server_state.caches
+        prefixes = caches.header_prefixes
         specials = _SPECIAL_PREFIXES
-        checked = CHECKED_VALUES
+        checked = caches.header_values
         for name, value in headers:
             prefix = prefixes.get(name)
             if prefix is None:
-                prefix = checked_header_prefix(name)
+                prefix = checked_header_prefix(name, caches)
             special = specials.get(prefix)
             if special is _CONTENT_LENGTH:
                 try:
-                    content_length = CONTENT_LENGTHS[value]
+                    content_length = caches.content_lengths[value]
                 except (KeyError, TypeError):  # not seen yet, or a bytearray
-                    content_length = response_content_length(value)
+                    content_length = response_content_length(value, caches)
                 lines += (prefix, value, b"\r\n")
                 continue
             try:
@@ -247,7 +252,7 @@ class RequestResponseCycle(ASGIExchange):
             except TypeError:  # a bytearray
                 known = False
             if not known:
-                check_header_value(value)
+                check_header_value(value, caches)
             if special is not None:
                 if special is _TRANSFER_ENCODING:
                     if value.lower() != b"chunked":
@@ -260,7 +265,6 @@ class RequestResponseCycle(ASGIExchange):
                     seen_defaults = seen_defaults or set()
                     seen_defaults.add(special)
             lines += (prefix, value, b"\r\n")
-        conn = self.conn
         if seen_defaults is None:
             defaults = conn.default_block
             if conn.server_state.default_headers is not conn.default_source:

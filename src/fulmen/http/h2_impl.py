@@ -30,7 +30,6 @@ from fulmen.http.connection import HTTPRequestError, parse_target
 from fulmen.http.exchange import ASGIExchange
 from fulmen.http.wire import (
     ERROR_BODIES,
-    RESPONSE_HEADER_NAMES,
     checked_header_name,
     response_content_length,
 )
@@ -246,16 +245,17 @@ class H2Stream(ASGIExchange):
         append = result.append
         content_length = -1
         seen_defaults: set[bytes] | None = None
-        names = RESPONSE_HEADER_NAMES
+        caches = self.conn.server_state.caches
+        names = caches.header_names
         for name, value in headers:
             lname = names.get(name)
             if lname is None:
-                lname = checked_header_name(name)
+                lname = checked_header_name(name, caches)
             if b"\r" in value or b"\n" in value or b"\0" in value:
                 raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
             if lname in _SPECIAL_NAMES:
                 if lname == b"content-length":
-                    content_length = response_content_length(value)
+                    content_length = response_content_length(value, caches)
                 elif lname in _HOP_BY_HOP:
                     continue
                 else:  # server, date: the application's replace the defaults

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http
 
+from fulmen.http.caches import MAX_ENTRIES, MAX_KEY_SIZE, HTTPCaches, remember
+
 #: Characters allowed in a header name (RFC 9110 "token").
 TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 #: bytes.translate table that deletes nothing; used with a delete set to find bad characters.
@@ -67,52 +69,41 @@ def lax_framing(head: bytes, *, folding: bool = True) -> str | None:
 _LAX_ALLOWED = bytes(c for c in range(256) if c in (9, 10, 13) or 32 <= c != 127)
 
 
-#: Response header names already checked, mapped to their lower-case form.
-RESPONSE_HEADER_NAMES: dict[bytes, bytes] = {}
-
-
-def checked_header_name(name: bytes) -> bytes:
+def checked_header_name(name: bytes, caches: HTTPCaches) -> bytes:
+    """The lower-case form of a response header name, refused unless it is a token; remembered."""
     lower = bytes(name).lower()
     if not is_token(lower):
         raise RuntimeError(f"Invalid HTTP header name {name!r} in response.")
-    if len(RESPONSE_HEADER_NAMES) < 2048:
-        RESPONSE_HEADER_NAMES[name] = lower
+    remember(caches.header_names, name, lower)
     return lower
 
 
-#: The start of a response header line ("content-type: ") by the name the application gave, checked.
-RESPONSE_HEADER_PREFIXES: dict[bytes, bytes] = {}
-
-
-def checked_header_prefix(name: bytes) -> bytes:
-    prefix = checked_header_name(name) + b": "
-    if len(RESPONSE_HEADER_PREFIXES) < 2048:
-        RESPONSE_HEADER_PREFIXES[name] = prefix
+def checked_header_prefix(name: bytes, caches: HTTPCaches) -> bytes:
+    """The start of a response header line ("content-type: ") for a name, checked; remembered."""
+    prefix = checked_header_name(name, caches) + b": "
+    remember(caches.header_prefixes, name, prefix)
     return prefix
 
 
-#: Response header values already checked (short ones only): apps send the same few again and again.
-CHECKED_VALUES: set[bytes] = set()
-
-
-def check_header_value(value: bytes) -> None:
-    """Refuse a response header value that would end the line early or smuggle a header: CR, LF, NUL."""
+def check_header_value(value: bytes, caches: HTTPCaches) -> None:
+    """Refuse a response header value that would end the line early or smuggle a header: CR, LF, NUL.
+    Short values are remembered: apps send the same few again and again."""
     if value.find(b"\r") >= 0 or value.find(b"\n") >= 0 or value.find(b"\0") >= 0:
         raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
-    if type(value) is bytes and len(value) <= 256 and len(CHECKED_VALUES) < 4096:
-        CHECKED_VALUES.add(value)
+    values = caches.header_values
+    if type(value) is bytes and len(value) <= MAX_KEY_SIZE:
+        if len(values) >= MAX_ENTRIES:
+            values.clear()
+        values.add(value)
 
 
-#: Response Content-Length values already parsed (a bounded cache: most responses repeat a few sizes).
-CONTENT_LENGTHS: dict[bytes, int] = {}
-
-
-def response_content_length(value: bytes) -> int:
+def response_content_length(value: bytes, caches: HTTPCaches) -> int:
+    """A response's Content-Length value as a number, refused unless it is one; remembered."""
     if not value.isdigit():
         raise RuntimeError(f"Invalid Content-Length {value!r} in response.")
     length = int(value)
-    if type(value) is bytes and len(value) <= 20 and len(CONTENT_LENGTHS) < 4096:
-        CONTENT_LENGTHS[value] = length
+    if type(value) is bytes:
+        remember(caches.content_lengths, value, length)
     return length
 
 
