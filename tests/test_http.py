@@ -255,8 +255,8 @@ def test_each_server_caches_targets_and_headers_of_its_own(http: str) -> None:
         second_caches = second.server.server_state.caches
         assert set(first_caches.targets) == {b"/only-first?x=1"}
         assert set(second_caches.targets) == {b"/caf%C3%A9"}
-        assert set(first_caches.header_prefixes) == set(second_caches.header_prefixes) == {b"content-length"}
-        assert first_caches.header_prefixes is not second_caches.header_prefixes
+        assert set(first_caches.header_lines) == set(second_caches.header_lines) == {b"content-length"}
+        assert first_caches.header_lines is not second_caches.header_lines
         if http == "httptools":
             assert first_caches.methods == {b"GET": "GET"}
 

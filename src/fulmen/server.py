@@ -146,6 +146,8 @@ class Server:
         settle_heap_thresholds()
 
         loop = asyncio.get_running_loop()
+        # Made by the thread that serves: see fulmen.http.caches.
+        self.server_state.caches = HTTPCaches()
         self.update_default_headers()
         self._draw_request_limit()
         self.server_state.max_requests = self.limit_max_requests

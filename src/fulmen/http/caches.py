@@ -24,7 +24,7 @@ MAX_KEY_SIZE = 256
 class HTTPCaches:
     """The caches of one server; every one maps what the peer or the application sent to what it means."""
 
-    __slots__ = ("content_lengths", "header_names", "header_prefixes", "header_values", "methods", "targets")
+    __slots__ = ("content_lengths", "header_lines", "header_names", "header_values", "methods", "targets")
 
     def __init__(self) -> None:
         #: Request target -> (decoded path, raw path, query).
@@ -33,8 +33,9 @@ class HTTPCaches:
         self.methods: dict[bytes, str] = {}
         #: Response header name as the application gave it -> checked, lower-case.
         self.header_names: dict[bytes, bytes] = {}
-        #: Response header name as the application gave it -> the start of its line ("name: ").
-        self.header_prefixes: dict[bytes, bytes] = {}
+        #: Response header name as the application gave it -> the start of its line ("name: ") and,
+        #: for a header the server acts on (Content-Length, Connection...), its lower-case name.
+        self.header_lines: dict[bytes, tuple[bytes, bytes | None]] = {}
         #: Response header values already checked (no CR, LF or NUL).
         self.header_values: set[bytes] = set()
         #: Response Content-Length values already parsed.

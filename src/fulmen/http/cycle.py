@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fulmen.access_log import log_access
+from fulmen.http.caches import remember
 from fulmen.http.exchange import ASGIExchange
 from fulmen.http.wire import (
     CONTINUE_RESPONSE,
@@ -33,15 +34,10 @@ _CORK_LIMIT = 65536
 _CONTENT_LENGTH = b"content-length"
 _TRANSFER_ENCODING = b"transfer-encoding"
 _CONNECTION = b"connection"
-#: The response headers the server acts on, by the start of their line, to their name. Written out:
-#: literal keys are immortal on free-threaded Python, so every thread worker looks them up without a
-#: lock (see fulmen.http.caches).
+#: The response headers the server acts on, by the start of their line, to their name. Looked up once
+#: per header name: the answer is cached with the line start (see :attr:`HTTPCaches.header_lines`).
 _SPECIAL_PREFIXES = {
-    b"content-length: ": _CONTENT_LENGTH,
-    b"transfer-encoding: ": _TRANSFER_ENCODING,
-    b"connection: ": _CONNECTION,
-    b"server: ": b"server",
-    b"date: ": b"date",
+    name + b": ": name for name in (_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, b"server", b"date")
 }
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
@@ -232,14 +228,15 @@ class RequestResponseCycle(ASGIExchange):
         seen_defaults: set[bytes] | None = None
         conn = self.conn
         caches = conn.server_state.caches
-        prefixes = caches.header_prefixes
-        specials = _SPECIAL_PREFIXES
+        header_lines = caches.header_lines
         checked = caches.header_values
         for name, value in headers:
-            prefix = prefixes.get(name)
-            if prefix is None:
+            line = header_lines.get(name)
+            if line is None:
                 prefix = checked_header_prefix(name, caches)
-            special = specials.get(prefix)
+                line = (prefix, _SPECIAL_PREFIXES.get(prefix))
+                remember(header_lines, name, line)
+            prefix, special = line
             if special is _CONTENT_LENGTH:
                 try:
                     content_length = caches.content_lengths[value]

@@ -79,10 +79,8 @@ def checked_header_name(name: bytes, caches: HTTPCaches) -> bytes:
 
 
 def checked_header_prefix(name: bytes, caches: HTTPCaches) -> bytes:
-    """The start of a response header line ("content-type: ") for a name, checked; remembered."""
-    prefix = checked_header_name(name, caches) + b": "
-    remember(caches.header_prefixes, name, prefix)
-    return prefix
+    """The start of a response header line ("content-type: ") for a name, checked."""
+    return checked_header_name(name, caches) + b": "
 
 
 def check_header_value(value: bytes, caches: HTTPCaches) -> None:
