@@ -20,9 +20,15 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 FAST = ("--timeout-worker-healthcheck", "1", "--worker-class", "process")
 
 
-def process_state(pid: int) -> str:
-    """The state letter of ``/proc/PID/stat`` (R running, S sleeping, T stopped...)."""
-    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+def all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is in state T (``/proc/PID/stat`` shows the main thread's only)."""
+    states = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            states.add((task / "stat").read_text().rpartition(")")[2].split()[0])
+        except OSError:  # the thread ended meanwhile
+            continue
+    return states == {"T"}
 
 
 @pytest.fixture
@@ -203,7 +209,7 @@ def test_process_handle_health_check_detects_a_stopped_worker(app_dir: Path) -> 
         os.kill(process.pid, signal.SIGSTOP)
         # The stop is complete once every thread has stopped: a thread running on the other core (a
         # free-threaded worker's) may first answer a ping sent at once.
-        assert wait_for(lambda: process_state(process.pid) == "T", 5)
+        assert wait_for(lambda: all_threads_stopped(process.pid), 5)
         started = time.monotonic()
         assert not process.is_alive(timeout=1)
         assert time.monotonic() - started < 2
