@@ -99,12 +99,23 @@ def wrk(port: int, connections: int, seconds: float) -> dict[str, Any]:
     return parsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a server, its threads and worker processes, so far."""
+    ticks = sum(run._cpu_ticks(p) or 0 for p in process_tree(pid))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def throughput(workload: str, layout: str, seconds: float) -> dict[str, Any]:
+    """req/s, and the server's CPU time per request: the second does not depend on how many cores
+    other work on the machine left free, so it shows what sharing costs the workers."""
     app, connections = WORKLOADS[workload]
     busy_before = run.background_busy(range(os.cpu_count() or 1))
-    with serving(app, LAYOUTS[layout]) as (_, port):
+    with serving(app, LAYOUTS[layout]) as (pid, port):
         wrk(port, connections, 1.0)  # warm-up: every worker has accepted and answered
+        cpu_before = cpu_seconds(pid)
         result = wrk(port, connections, seconds)
+        cpu = cpu_seconds(pid) - cpu_before
+    result["cpu_us_per_request"] = round(cpu / result["requests"] * 1e6, 1)
     result["busy_before_pct"] = round(busy_before, 1)
     return result
 
@@ -159,14 +170,15 @@ def cpu_ms_per_request() -> float:
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| workload | layout | median req/s | ratio to 1 worker | per round |",
-        "| --- | --- | ---: | ---: | --- |",
+        "| workload | layout | median req/s | ratio to 1 worker | CPU µs per request | req/s per round |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
     ]
     for workload, layouts in results["throughput"].items():
         for layout, summary in layouts.items():
             rounds = ", ".join(f"{value:.0f}" for value in summary["rounds"])
             lines.append(
-                f"| {workload} | {layout} | {summary['median']:.0f} | {summary['ratio']:.2f} | {rounds} |"
+                f"| {workload} | {layout} | {summary['median']:.0f} | {summary['ratio']:.2f} "
+                f"| {summary['cpu_us_per_request']:.0f} | {rounds} |"
             )
     mem = results["memory"]
     threads, processes = mem["thread"], mem["process"]
@@ -193,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     layouts = list(LAYOUTS)
     raw: dict[str, dict[str, list[float]]] = {w: {layout: [] for layout in layouts} for w in WORKLOADS}
+    cpu: dict[str, dict[str, list[float]]] = {w: {layout: [] for layout in layouts} for w in WORKLOADS}
     busy: list[float] = []
     for rnd in range(ns.rounds):
         order = layouts[rnd % len(layouts) :] + layouts[: rnd % len(layouts)]
@@ -200,15 +213,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             for layout in order:
                 result = throughput(workload, layout, ns.seconds)
                 raw[workload][layout].append(result["requests_per_s"])
+                cpu[workload][layout].append(result["cpu_us_per_request"])
                 busy.append(result["busy_before_pct"])
-                print(f"round {rnd + 1} {workload:9} {layout:11} {result['requests_per_s']:9.0f} req/s",
-                      file=sys.stderr)  # fmt: skip
+                print(f"round {rnd + 1} {workload:9} {layout:11} {result['requests_per_s']:9.0f} req/s "
+                      f"{result['cpu_us_per_request']:8.1f} us CPU/request", file=sys.stderr)  # fmt: skip
     results: dict[str, Any] = {"throughput": {}, "memory": {}}
     for workload, by_layout in raw.items():
         base = statistics.median(by_layout[layouts[0]])
         results["throughput"][workload] = {
             layout: {"rounds": values, "median": statistics.median(values),
-                     "ratio": statistics.median(values) / base}
+                     "ratio": statistics.median(values) / base,
+                     "cpu_us_per_request": statistics.median(cpu[workload][layout])}
             for layout, values in by_layout.items()
         }  # fmt: skip
     for kind in ("thread", "process"):
