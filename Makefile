@@ -50,3 +50,18 @@ soak: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
+
+# Free-threaded Python (docs/free-threading.md): CPython 3.13t built once per machine (cached in
+# ~/.cache/fulmen), and .venv-ft with fulmen on it. test-ft runs the whole suite there with the GIL
+# off as the interpreter leaves it (PYTHON_GIL unset: a dependency that turns it on must show).
+.PHONY: python-ft test-ft bench-ft
+FT_BIN := .venv-ft/bin
+
+python-ft:
+	tools/build_python_ft.sh
+
+test-ft: python-ft
+	env -u PYTHON_GIL FULMEN_TEST_FREE_THREADED=1 $(FT_BIN)/python -m pytest $(ARGS)
+
+bench-ft: python-ft
+	env -u PYTHON_GIL $(FT_BIN)/python benchmarks/free_threading.py $(ARGS)

@@ -551,6 +551,19 @@ def _send_pieces(sock: socket.socket, pieces: list[bytes], pause: float) -> bool
     return True
 
 
+def _settled(
+    app: FuzzApp, local_port: int, known: int, responses: list[Response], calls: list[Call]
+) -> list[Call]:
+    """The app's calls once each answered one has marked itself done (bounded): the app marks a call
+    after its last send, so the client can read the answer first when both really run at once."""
+    answered = sum(1 for r in responses if r.status == 200)
+    deadline = time.monotonic() + 1.0
+    while sum(1 for c in calls if c.state == "done") < answered and time.monotonic() < deadline:
+        time.sleep(0.005)
+        calls = app.calls_for(local_port)[known:]
+    return calls
+
+
 def http_exchange(
     port: int,
     pieces: list[bytes],
@@ -623,6 +636,7 @@ def http_exchange(
                 calls = app.calls_for(local_port)[known:]
         if buffer and not reset:
             parse_response(buffer, "GET", True)  # raises: bytes that are no response
+        final_calls = _settled(app, local_port, known, responses, final_calls)
         outcome = Outcome(responses, final_calls, closed, reset, buffer)
         if keep_open and not closed:
             outcome.sock = sock

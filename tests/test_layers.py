@@ -19,8 +19,10 @@ PACKAGE = ROOT / "src" / "fulmen"
 
 #: The floors of the package, lowest first. A name stands for a module, or a package and all in it.
 LAYERS: list[tuple[str, ...]] = [
-    # Tools of their own: no other fulmen module.
+    # Tools of their own: no other fulmen module; the hot path's caches (each server's), filled by the
+    # access log, the response rules and the protocols above.
     ("fulmen._version", "fulmen.logging", "fulmen.importer", "fulmen.heap", "fulmen.log_config"),
+    ("fulmen.caches",),
     # The option table, the checks of its values, and the access line.
     ("fulmen.options", "fulmen.checks", "fulmen.access_log"),
     # What the configuration resolves to: forwarding rules, reload patterns, the middleware it wraps

@@ -18,6 +18,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+from fulmen.caches import remember
 from fulmen.logging import (
     DEFAULT_ACCESS_FORMAT,
     AccessFormatter,
@@ -32,23 +33,20 @@ access_logger = logging.getLogger("fulmen.access")
 _ACCESS_MESSAGE = '%s - "%s %s HTTP/%s" %d'
 _SAFE_PATH_CHARACTERS = "/?=&%:;@+$,!~*'()[]"
 _QUOTED_PATHS: dict[str, str] = {}
-_QUOTED_PATHS_LIMIT = 1024
 #: At most this many characters per write of buffered lines: at most 4,096 bytes (PIPE_BUF) once
 #: encoded, so that lines written to one pipe by several worker processes never interleave.
 _WRITE_CHARACTERS = 2048
 
 
-def quoted_full_path(scope: dict[str, Any]) -> str:
-    """The request's path and query as the access line shows them (percent-quoted; cached)."""
+def quoted_full_path(scope: dict[str, Any], cache: dict[str, str] = _QUOTED_PATHS) -> str:
+    """The request's path and query as the access line shows them (percent-quoted; cached in
+    ``cache``: each :class:`AccessLogBuffer` has its own, see :mod:`fulmen.caches` for why)."""
     query = scope["query_string"].decode("latin-1")
     full_path = f"{scope['path']}?{query}" if query else scope["path"]
-    quoted = _QUOTED_PATHS.get(full_path)
+    quoted = cache.get(full_path)
     if quoted is None:
         quoted = urllib.parse.quote(full_path, safe=_SAFE_PATH_CHARACTERS)
-        if len(full_path) <= 256:
-            if len(_QUOTED_PATHS) >= _QUOTED_PATHS_LIMIT:
-                _QUOTED_PATHS.clear()
-            _QUOTED_PATHS[full_path] = quoted
+        remember(cache, full_path, quoted)
     return quoted
 
 
@@ -58,7 +56,12 @@ def client_text(client: tuple[str, int] | None) -> str:
 
 
 def access_fields(
-    scope: dict[str, Any], method: str, status: int, bytes_sent: int, started_at: float
+    scope: dict[str, Any],
+    method: str,
+    status: int,
+    bytes_sent: int,
+    started_at: float,
+    quoted_paths: dict[str, str] = _QUOTED_PATHS,
 ) -> dict[str, Any]:
     """Every field an access format may name (see :data:`fulmen.logging.ACCESS_FIELDS`)."""
     headers = dict(scope["headers"])
@@ -66,7 +69,7 @@ def access_fields(
         "client": client_text(scope.get("client")),
         "method": method,
         "path": scope["path"],
-        "full_path": quoted_full_path(scope),
+        "full_path": quoted_full_path(scope, quoted_paths),
         "query": scope["query_string"].decode("latin-1"),
         "http_version": scope["http_version"],
         "status": status,
@@ -160,6 +163,7 @@ class AccessLogBuffer:
         self.prefix = level_prefix(logging.INFO, "INFO", setup.use_colors)
         self.loop = loop
         self.lines: list[str] = []
+        self.quoted_paths: dict[str, str] = {}
 
     @classmethod
     def refresh(
@@ -179,7 +183,7 @@ class AccessLogBuffer:
     ) -> None:
         formatter = self.formatter
         if type(formatter) is JSONFormatter:
-            fields = access_fields(scope, method, status, bytes_sent, started_at)
+            fields = access_fields(scope, method, status, bytes_sent, started_at, self.quoted_paths)
             created = time.time()
             message = _ACCESS_MESSAGE % _message_args(fields)
             document = formatter.document(
@@ -187,13 +191,13 @@ class AccessLogBuffer:
             )
             line = json.dumps(document, default=str)
         elif self.custom_format is not None:
-            fields = access_fields(scope, method, status, bytes_sent, started_at)
+            fields = access_fields(scope, method, status, bytes_sent, started_at, self.quoted_paths)
             line = render_access_format(self.custom_format, fields)
         else:
             fields = {
                 "client": client_text(scope.get("client")),
                 "method": method,
-                "full_path": quoted_full_path(scope),
+                "full_path": quoted_full_path(scope, self.quoted_paths),
                 "http_version": scope["http_version"],
                 "status": status,
             }

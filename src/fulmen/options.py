@@ -135,7 +135,7 @@ OPTIONS: tuple[Option, ...] = (
         "worker_class",
         "auto",
         "Kind of worker: processes, threads (free-threaded Python only), or "
-        "auto (threads when the GIL is disabled).",
+        "auto (threads when the GIL is disabled and loading the application leaves it so).",
         choices=WORKER_CLASS_CHOICES,
         section="Workers",
     ),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from fulmen.access_log import AccessLogBuffer
+from fulmen.caches import HTTPCaches
 from fulmen.config import Config, bind_failure
 from fulmen.heap import settle_heap_thresholds
 from fulmen.options import STARTUP_FAILURE
@@ -43,6 +44,8 @@ class ServerState:
         self.connections: set[Any] = set()  # each a fulmen.protocols.server_protocol.ServerProtocol
         self.tasks: set[asyncio.Task[None]] = set()
         self.default_headers: list[tuple[bytes, bytes]] = []
+        #: What the hot path remembers: this server's own, so thread workers share none of it.
+        self.caches = HTTPCaches()
         #: Writes access lines without the logging machinery while the access logger is set up as
         #: by default (None: through logging); the server refreshes it once a second.
         self.access_buffer: AccessLogBuffer | None = None
@@ -141,6 +144,8 @@ class Server:
         settle_heap_thresholds()
 
         loop = asyncio.get_running_loop()
+        # Made by the thread that serves: see fulmen.caches.
+        self.server_state.caches = HTTPCaches()
         self.update_default_headers()
         self._draw_request_limit()
         self.server_state.max_requests = self.limit_max_requests

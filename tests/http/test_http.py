@@ -241,22 +241,39 @@ def test_header_values_without_surrounding_whitespace(http_impl: str) -> None:
 
 
 def test_target_cache_stays_bounded() -> None:
-    from fulmen.http import target
-    from fulmen.http.request_head import HTTPRequestError
+    from fulmen.caches import MAX_ENTRIES, MAX_KEY_SIZE, remember
+    from fulmen.http.target import parse_target
 
-    for number in range(target.CACHE_SIZE * 2 + 10):
-        assert target.parse_target(b"/item/%d?n=%d" % (number, number)) == (
-            f"/item/{number}",
-            b"/item/%d" % number,
-            b"n=%d" % number,
-        )
-        assert len(target.PARSED_TARGETS) <= target.CACHE_SIZE
-    long_target = b"/" + b"x" * target.CACHED_TARGET_LENGTH
-    target.parse_target(long_target)
-    assert long_target not in target.PARSED_TARGETS
-    with pytest.raises(HTTPRequestError):
-        target.parse_target(b"/caf\xc3\xa9")
-    assert b"/caf\xc3\xa9" not in target.PARSED_TARGETS
+    cache: dict[bytes, tuple[str, bytes, bytes]] = {}
+    for number in range(MAX_ENTRIES * 2 + 10):
+        target = b"/item/%d?n=%d" % (number, number)
+        parsed = parse_target(target)
+        assert parsed == (f"/item/{number}", b"/item/%d" % number, b"n=%d" % number)
+        remember(cache, target, parsed)
+        assert len(cache) <= MAX_ENTRIES
+    long_target = b"/" + b"x" * MAX_KEY_SIZE
+    remember(cache, long_target, parse_target(long_target))
+    assert long_target not in cache
+
+
+def test_each_server_caches_targets_and_headers_of_its_own(http_impl: str) -> None:
+    """Two servers in one process (as thread workers are) fill caches of their own: on free-threaded
+    Python a lookup in a cache another thread filled takes a lock (fulmen.caches)."""
+    with run_server(_target_app, http=http_impl) as first, run_server(_target_app, http=http_impl) as second:
+        with first.connect() as sock:
+            sock.sendall(b"GET /only-first?x=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert read_response(sock)[0] == 200
+        with second.connect() as sock:
+            sock.sendall(b"GET /caf%C3%A9 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert read_response(sock)[0] == 200
+        first_caches = first.server.server_state.caches
+        second_caches = second.server.server_state.caches
+        assert set(first_caches.targets) == {b"/only-first?x=1"}
+        assert set(second_caches.targets) == {b"/caf%C3%A9"}
+        assert set(first_caches.header_lines) == set(second_caches.header_lines) == {b"content-length"}
+        assert first_caches.header_lines is not second_caches.header_lines
+        if http_impl == "httptools":
+            assert first_caches.methods == {b"GET": "GET"}
 
 
 def _send_on_many(server: Any, request: bytes, count: int = 32) -> list[bytes]:

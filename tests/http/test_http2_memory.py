@@ -103,6 +103,18 @@ def test_a_request_and_its_response(serve: Any) -> None:
     assert (data, ended) == (b"hi!", True)
 
 
+def test_the_server_caches_are_filled(serve: Any) -> None:
+    """HTTP/2 looks targets and response headers up in the server's own caches (fulmen.caches), as
+    HTTP/1.1 does."""
+    headers = [(b"Content-Type", b"text/plain"), (b"content-length", b"2")]
+    client = serve(sending(start(200, headers), body(b"hi")))
+    assert response(client.request())[1] == b"hi"
+    caches = client.server.state.caches
+    assert caches.targets == {b"/": ("/", b"/", b"")}
+    assert caches.header_names == {b"Content-Type": b"content-type", b"content-length": b"content-length"}
+    assert b"text/plain" in caches.header_values and caches.content_lengths == {b"2": 2}
+
+
 def test_the_request_body_reaches_the_app(serve: Any) -> None:
     async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()

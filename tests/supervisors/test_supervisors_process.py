@@ -17,7 +17,19 @@ from tests.supervisors.support import env_for, free_port, fulmen, request, write
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-FAST = ("--timeout-worker-healthcheck", "1")
+# Process workers asked for: on free-threaded Python the automatic worker class picks threads.
+FAST = ("--timeout-worker-healthcheck", "1", "--worker-class", "process")
+
+
+def all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is in state T (``/proc/PID/stat`` shows the main thread's only)."""
+    states = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            states.add((task / "stat").read_text().rpartition(")")[2].split()[0])
+        except OSError:  # the thread ended meanwhile
+            continue
+    return states == {"T"}
 
 
 @pytest.fixture
@@ -133,7 +145,8 @@ def test_ttin_adds_and_ttou_removes_a_worker(app_dir: Path) -> None:
 
 def test_worker_startup_failure_stops_the_server_with_status_3(app_dir: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "fulmen", "missing_module:app", "--workers", "2", "--port", str(free_port())],
+        [sys.executable, "-m", "fulmen", "missing_module:app", "--workers", "2", "--port", str(free_port())]
+        + ["--worker-class", "process"],
         cwd=app_dir,
         env=env_for(app_dir),
         capture_output=True,
@@ -204,9 +217,11 @@ def test_process_handle_health_check_detects_a_stopped_worker(app_dir: Path) -> 
         assert process.is_alive(timeout=5)
         assert request(config.port)[0] == 200
         os.kill(process.pid, signal.SIGSTOP)
+        # kill() returns before every thread of the worker has stopped: a thread running on the
+        # other core (a free-threaded worker's, or any on a loaded machine) may still answer a ping
+        # sent at once. So wait for the stop to be complete, and allow the check a second ping.
+        assert wait_until(lambda: all_threads_stopped(process.pid), 5)
         started = time.monotonic()
-        # kill() returns before every thread of the worker has stopped: a ping sent at once may
-        # still be answered (seen on a loaded machine), so the check may take a second ping.
         assert wait_until(lambda: not process.is_alive(timeout=1), 5)
         assert time.monotonic() - started < 4
         os.kill(process.pid, signal.SIGCONT)

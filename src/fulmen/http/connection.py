@@ -17,10 +17,11 @@ import logging
 from collections import deque
 from typing import Any
 
+from fulmen.caches import remember
 from fulmen.forwarding import apply_forwarding
 from fulmen.http.cycle import RequestResponseCycle
 from fulmen.http.request_head import HTTPRequestError, check_request_head
-from fulmen.http.target import PARSED_TARGETS, parse_target
+from fulmen.http.target import parse_target
 from fulmen.http.wire import simple_response
 from fulmen.protocols.flow_control import HIGH_WATER_LIMIT
 from fulmen.protocols.output import ConnectionOutput
@@ -179,9 +180,11 @@ class HTTPConnection(ServerProtocol):
         version, keep_alive, expect_continue, upgrade, forwarding = check_request_head(
             http_version, headers, head_size, self.max_head_size, self.max_headers, self.trusted_peer
         )
-        parsed = PARSED_TARGETS.get(target)
+        targets = self.server_state.caches.targets
+        parsed = targets.get(target)
         if parsed is None:
             parsed = parse_target(target)
+            remember(targets, target, parsed)
         path, raw_path, query = parsed
         cycle = RequestResponseCycle(self, version, method, path, raw_path, query, headers, expect_continue)
         if forwarding:

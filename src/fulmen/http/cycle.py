@@ -12,17 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fulmen.access_log import log_access
-from fulmen.http.wire import (
-    CONTINUE_RESPONSE,
-    RESPONSE_HEADER_PREFIXES,
-    STATUS_LINES,
-    checked_header_prefix,
-    simple_response,
-)
+from fulmen.caches import HTTPCaches, remember
+from fulmen.http.wire import CONTINUE_RESPONSE, STATUS_LINES, simple_response
 from fulmen.protocols.output import ConnectionOutput
 from fulmen.protocols.response_rules import (
-    CHECKED_VALUES,
-    CONTENT_LENGTHS,
     DISCONNECT,
     ERROR_BODIES,
     NO_BODY_STATUSES,
@@ -33,6 +26,7 @@ from fulmen.protocols.response_rules import (
     check_header_value,
     check_status,
     content_length,
+    header_name,
 )
 
 if TYPE_CHECKING:
@@ -41,10 +35,21 @@ if TYPE_CHECKING:
 _CONTENT_LENGTH = b"content-length"
 _TRANSFER_ENCODING = b"transfer-encoding"
 _CONNECTION = b"connection"
-#: The response headers the server acts on, by the start of their line, to their name.
+#: The response headers the server acts on, by the start of their line, to their name. Looked up once
+#: per header name: the answer is remembered with the line start (:func:`header_line`).
 _SPECIAL_PREFIXES = {
     name + b": ": name for name in (_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, b"server", b"date")
 }
+
+
+def header_line(name: bytes, caches: HTTPCaches) -> tuple[bytes, bytes | None]:
+    """The start of a response header's line (``content-type: ``), its name checked, and the name of a
+    header the server acts on (None for the others); remembered in ``caches.header_lines``, so that a
+    response's header costs one lookup, in a dict this server filled."""
+    prefix = header_name(name, caches) + b": "
+    line = (prefix, _SPECIAL_PREFIXES.get(prefix))
+    remember(caches.header_lines, name, line)
+    return line
 
 
 class CycleOwner(ExchangeOwner, Protocol):
@@ -133,19 +138,20 @@ class RequestResponseCycle(ASGIExchange):
         length = -1
         app_chunked = False
         seen_defaults: set[bytes] | None = None
-        prefixes = RESPONSE_HEADER_PREFIXES
-        specials = _SPECIAL_PREFIXES
-        checked = CHECKED_VALUES
+        conn = self.conn
+        caches = conn.server_state.caches
+        lines_by_name = caches.header_lines
+        checked = caches.header_values
         for name, value in headers:
-            prefix = prefixes.get(name)
-            if prefix is None:
-                prefix = checked_header_prefix(name)
-            special = specials.get(prefix)
+            line = lines_by_name.get(name)
+            if line is None:
+                line = header_line(name, caches)
+            prefix, special = line
             if special is _CONTENT_LENGTH:
                 try:
-                    length = CONTENT_LENGTHS[value]
+                    length = caches.content_lengths[value]
                 except (KeyError, TypeError):  # not seen yet, or a bytearray
-                    length = content_length(value)
+                    length = content_length(value, caches)
                 lines += (prefix, value, b"\r\n")
                 continue
             try:
@@ -153,7 +159,7 @@ class RequestResponseCycle(ASGIExchange):
             except TypeError:  # a bytearray
                 known = False
             if not known:
-                check_header_value(value)
+                check_header_value(value, caches)
             if special is not None:
                 if special is _TRANSFER_ENCODING:
                     if value.lower() != b"chunked":
@@ -166,7 +172,6 @@ class RequestResponseCycle(ASGIExchange):
                     seen_defaults = seen_defaults or set()
                     seen_defaults.add(special)
             lines += (prefix, value, b"\r\n")
-        conn = self.conn
         if seen_defaults is None:
             defaults = conn.default_block
             if conn.server_state.default_headers is not conn.default_source:

@@ -26,14 +26,13 @@ from hpack import HPACKError
 from hyperframe.frame import GoAwayFrame
 
 from fulmen.access_log import log_access
+from fulmen.caches import remember
 from fulmen.forwarding import rewrite_from_headers
 from fulmen.http.request_head import HTTPRequestError
 from fulmen.http.target import parse_target
 from fulmen.protocols.response_rules import (
-    CHECKED_VALUES,
     DISCONNECT,
     ERROR_BODIES,
-    HEADER_NAMES,
     ASGIExchange,
     body_allowed,
     body_too_long,
@@ -190,17 +189,19 @@ class H2Stream(ASGIExchange):
         append = result.append
         length = -1
         seen_defaults: set[bytes] | None = None
-        names = HEADER_NAMES
+        caches = self.conn.server_state.caches
+        names = caches.header_names
+        checked = caches.header_values
         for name, raw_value in headers:
             lname = names.get(name)
             if lname is None:
-                lname = header_name(name)
+                lname = header_name(name, caches)
             value = bytes(raw_value)
-            if value not in CHECKED_VALUES:
-                check_header_value(value)
+            if value not in checked:
+                check_header_value(value, caches)
             if lname in _SPECIAL_NAMES:
                 if lname == b"content-length":
-                    length = content_length(value)
+                    length = content_length(value, caches)
                 elif lname in _HOP_BY_HOP:
                     continue
                 else:  # server, date: the application's replace the defaults
@@ -397,8 +398,13 @@ class H2Protocol(ServerProtocol):
         if method is None or path is None:  # CONNECT (h2 checked every other request has both)
             self.respond(stream_id, 501, ERROR_BODIES[501], request_ended=event.stream_ended is not None)
             return
+        targets = self.server_state.caches.targets
         try:
-            path_text, raw_path, query = parse_target(path)
+            parsed = targets.get(path)
+            if parsed is None:
+                parsed = parse_target(path)
+                remember(targets, path, parsed)
+            path_text, raw_path, query = parsed
             method_text = method.decode("ascii")
         except (HTTPRequestError, UnicodeDecodeError):
             logger.warning("Invalid HTTP request received.")

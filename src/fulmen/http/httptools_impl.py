@@ -11,8 +11,6 @@ from fulmen.http.request_head import HTTPRequestError
 
 logger = logging.getLogger("fulmen.error")
 
-_METHODS: dict[bytes, str] = {}
-
 
 class HttpToolsProtocol(HTTPConnection):
     """Feeds bytes to an llhttp parser whose callbacks are the shared connection's events."""
@@ -109,9 +107,10 @@ class HttpToolsProtocol(HTTPConnection):
     def on_headers_complete(self) -> None:
         parser = self.parser
         method = parser.get_method()
-        method_text = _METHODS.get(method)
+        methods = self.server_state.caches.methods
+        method_text = methods.get(method)
         if method_text is None:
-            method_text = _METHODS[method] = method.decode("ascii")
+            method_text = methods[method] = method.decode("ascii")
         headers = self.headers
         size = 0
         if self.head_bound > self.max_head_size:

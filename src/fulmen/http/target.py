@@ -1,8 +1,8 @@
 """Request targets (RFC 9112 section 3.2) as the ASGI scope gives them: decoded path, raw path, query.
 
 Shared by HTTP/1.1 and HTTP/2 (``:path``). Most requests ask for a few targets again and again, so
-parsed targets are cached: the hot path looks in :data:`PARSED_TARGETS` before calling
-:func:`parse_target`.
+parsed targets are cached, per server (:attr:`fulmen.caches.HTTPCaches.targets`): the hot path looks
+there before calling :func:`parse_target`, and remembers what it parsed.
 """
 
 from __future__ import annotations
@@ -10,13 +10,6 @@ from __future__ import annotations
 import urllib.parse
 
 from fulmen.http.request_head import HTTPRequestError
-
-#: Request targets already parsed, to their (path, raw path, query). Bounded; emptied when full, so
-#: that the targets in use now come back in.
-PARSED_TARGETS: dict[bytes, tuple[str, bytes, bytes]] = {}
-CACHE_SIZE = 1024
-#: Longer targets are parsed each time (they are rarely asked for twice).
-CACHED_TARGET_LENGTH = 256
 
 
 def parse_target(target: bytes) -> tuple[str, bytes, bytes]:
@@ -45,9 +38,4 @@ def parse_target(target: bytes) -> tuple[str, bytes, bytes]:
         raise HTTPRequestError(400, "Invalid characters in request target") from None
     if "%" in path:
         path = urllib.parse.unquote(path)
-    parsed = (path, raw_path, query)
-    if len(target) <= CACHED_TARGET_LENGTH:
-        if len(PARSED_TARGETS) >= CACHE_SIZE:
-            PARSED_TARGETS.clear()
-        PARSED_TARGETS[target] = parsed
-    return parsed
+    return path, raw_path, query

@@ -1,15 +1,14 @@
-"""HTTP/1.1 bytes on the wire: status lines, header line starts, canned responses, and the request
-heads h11 would read more loosely than llhttp.
+"""HTTP/1.1 bytes on the wire: status lines, canned responses, and the request heads h11 would read
+more loosely than llhttp.
 
-Everything here is computed once at import, or once per distinct value, so the per-request path
-only looks things up. What makes a response valid is :mod:`fulmen.protocols.response_rules`'s.
+Everything here is computed once at import, so the per-request path only looks things up (the
+response header lines, checked once per name, are each server's: :mod:`fulmen.http.cycle`). What
+makes a response valid is :mod:`fulmen.protocols.response_rules`'s.
 """
 
 from __future__ import annotations
 
 import http
-
-from fulmen.protocols.response_rules import header_name
 
 
 def status_line(status: int) -> bytes:
@@ -59,18 +58,6 @@ def lax_framing(head: bytes, *, folding: bool = True) -> str | None:
 #: Bytes allowed in a request head: all but the control characters (except HTAB, CR and LF) and DEL,
 #: which llhttp rejects and h11 lets through in header values.
 _LAX_ALLOWED = bytes(c for c in range(256) if c in (9, 10, 13) or 32 <= c != 127)
-
-
-#: The start of a response header line ("content-type: ") by the name the application gave, checked.
-RESPONSE_HEADER_PREFIXES: dict[bytes, bytes] = {}
-
-
-def checked_header_prefix(name: bytes) -> bytes:
-    """The start of a response header's line, its name checked (look in RESPONSE_HEADER_PREFIXES first)."""
-    prefix = header_name(name) + b": "
-    if len(RESPONSE_HEADER_PREFIXES) < 2048:
-        RESPONSE_HEADER_PREFIXES[name] = prefix
-    return prefix
 
 
 def simple_response(status: int, body: bytes) -> bytes:

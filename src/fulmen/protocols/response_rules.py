@@ -13,7 +13,8 @@ application gives to a WebSocket handshake (:mod:`fulmen.websockets.session`).
 
 Nothing here knows a wire format: a framing layer gives statuses, header pairs and body sizes, and
 frames what the rules allow its own way, through the hooks of :class:`ASGIExchange`. The checks made
-on every response look values up in bounded caches, so the hot path pays a lookup, not a scan.
+on every response look values up in the server's bounded caches (:class:`fulmen.caches.HTTPCaches`),
+so the hot path pays a lookup, not a scan.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
+from fulmen.caches import MAX_ENTRIES, MAX_KEY_SIZE, HTTPCaches, remember
 from fulmen.protocols.flow_control import FlowControl
 
 logger = logging.getLogger("fulmen.error")
@@ -47,7 +49,6 @@ ERROR_BODIES: dict[int, bytes] = {
 TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 #: bytes.translate table that deletes nothing; used with a delete set to find bad characters.
 _IDENTITY = bytes(range(256))
-_CACHE_LIMIT = 4096
 
 
 # -- statuses and bodies
@@ -84,17 +85,14 @@ def body_too_short() -> RuntimeError:
     return RuntimeError("Response content shorter than Content-Length")
 
 
-#: Response Content-Length values already parsed (a bounded cache: most responses repeat a few sizes).
-CONTENT_LENGTHS: dict[bytes, int] = {}
-
-
-def content_length(value: bytes) -> int:
-    """The length a response's Content-Length value gives (look in :data:`CONTENT_LENGTHS` first)."""
+def content_length(value: bytes, caches: HTTPCaches) -> int:
+    """The length a response's Content-Length value gives, remembered (look in
+    ``caches.content_lengths`` first: most responses repeat a few sizes)."""
     if not value.isdigit():
         raise RuntimeError(f"Invalid Content-Length {value!r} in response.")
     length = int(value)
-    if type(value) is bytes and len(value) <= 20 and len(CONTENT_LENGTHS) < _CACHE_LIMIT:
-        CONTENT_LENGTHS[value] = length
+    if type(value) is bytes:
+        remember(caches.content_lengths, value, length)
     return length
 
 
@@ -106,42 +104,40 @@ def is_token(name: bytes) -> bool:
     return bool(name) and not name.translate(_IDENTITY, TOKEN_CHARS)
 
 
-#: Response header names already checked, mapped to their lower-case form.
-HEADER_NAMES: dict[bytes, bytes] = {}
-
-
-def header_name(name: bytes) -> bytes:
-    """A response header name, checked and lower-cased (look in :data:`HEADER_NAMES` first)."""
+def header_name(name: bytes, caches: HTTPCaches) -> bytes:
+    """A response header name, checked and lower-cased, remembered (look in ``caches.header_names``
+    first)."""
     lower = bytes(name).lower()
     if not is_token(lower):
         raise RuntimeError(f"Invalid HTTP header name {name!r} in response.")
-    if len(HEADER_NAMES) < 2048:
-        HEADER_NAMES[name] = lower
+    remember(caches.header_names, name, lower)
     return lower
 
 
-#: Response header values already checked (short ones only): apps send the same few again and again.
-CHECKED_VALUES: set[bytes] = set()
-
-
-def check_header_value(value: bytes) -> None:
-    """Refuse a response header value that would end the line early or smuggle a header: CR, LF, NUL
-    (skip the values in :data:`CHECKED_VALUES`)."""
+def check_header_value(value: bytes, caches: HTTPCaches) -> None:
+    """Refuse a response header value that would end the line early or smuggle a header: CR, LF, NUL.
+    Short values are remembered (skip the values in ``caches.header_values``): apps send the same few
+    again and again."""
     if value.find(b"\r") >= 0 or value.find(b"\n") >= 0 or value.find(b"\0") >= 0:
         raise RuntimeError(f"Invalid HTTP header value {value!r} in response.")
-    if type(value) is bytes and len(value) <= 256 and len(CHECKED_VALUES) < _CACHE_LIMIT:
-        CHECKED_VALUES.add(value)
+    if type(value) is bytes and len(value) <= MAX_KEY_SIZE:
+        values = caches.header_values
+        if len(values) >= MAX_ENTRIES:
+            values.clear()
+        values.add(value)
 
 
-def checked_headers(headers: Any, defaults: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def checked_headers(
+    headers: Any, defaults: list[tuple[bytes, bytes]], caches: HTTPCaches
+) -> list[tuple[bytes, bytes]]:
     """The application's headers checked and lower-cased, followed by the server's default headers
     (date, server, ``--header``) it did not set itself; for responses off the hot path."""
     checked: list[tuple[bytes, bytes]] = []
     for raw_name, raw_value in headers:
         name, value = bytes(raw_name), bytes(raw_value)
-        if value not in CHECKED_VALUES:
-            check_header_value(value)
-        checked.append((HEADER_NAMES.get(name) or header_name(name), value))
+        if value not in caches.header_values:
+            check_header_value(value, caches)
+        checked.append((caches.header_names.get(name) or header_name(name, caches), value))
     names = {name for name, _ in checked}
     checked += [(name, value) for name, value in defaults if name not in names]
     return checked

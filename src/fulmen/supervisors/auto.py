@@ -1,4 +1,5 @@
-"""The automatic supervisor: threads when the GIL is off, processes otherwise.
+"""The automatic supervisor: threads when the GIL is off (and stays off once the application is
+loaded, see :mod:`fulmen.supervisors.gil`), processes otherwise.
 
 The caller says how many workers and what they run; :class:`Supervisor` picks the kind of worker
 and delegates to :class:`~fulmen.supervisors.multithread.Multithread` or
@@ -12,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
+from fulmen.options import STARTUP_FAILURE
+from fulmen.supervisors.gil import threads_or_processes
 from fulmen.supervisors.multiprocess import Multiprocess
 from fulmen.supervisors.multithread import Multithread, gil_enabled
 from fulmen.supervisors.pool import WorkerPool, workers_from_config
@@ -61,6 +64,12 @@ class Supervisor:
         """Start the workers and block until they have all stopped."""
         if sockets is None:
             sockets = [self.config.bind_socket()]
+        if self._mode == "thread":
+            mode = threads_or_processes(self.config)  # the application may turn the GIL back on
+            if mode is None:
+                self.returncode = STARTUP_FAILURE
+                return
+            self._mode = mode
         pool_class = Multithread if self._mode == "thread" else Multiprocess
         self.pool = pool_class(self.config, self.target, sockets)
         if self._shutdown_requested.is_set():

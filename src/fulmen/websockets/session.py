@@ -376,7 +376,8 @@ class WebSocketSession(ServerProtocol):
 
     def response_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """The app's headers, checked, followed by the server's default headers it did not set."""
-        return checked_headers(headers, self.server_state.default_headers)
+        state = self.server_state
+        return checked_headers(headers, state.default_headers, state.caches)
 
     def refuse(self, status: int) -> None:
         """Answer the handshake with a plain HTTP error (403, 400, 503) and close."""
