@@ -120,10 +120,12 @@ def measure(
     requests: int,
     rounds: int,
     access_log: bool = False,
+    metrics: bool = False,
 ) -> float:
     """Microseconds per request, the best of ``rounds`` runs of ``requests`` requests.
 
-    With ``access_log``, each server writes its access log as set up by default, to ``/dev/null``.
+    With ``access_log``, each server writes its access log as set up by default, to ``/dev/null``;
+    ``metrics`` counts as ``--metrics-bind`` makes fulmen count.
     """
     if server == "uvicorn":  # the same harness around uvicorn's protocols, for comparison
         from uvicorn.config import Config
@@ -149,6 +151,10 @@ def measure(
     asyncio.set_event_loop(loop)
     state = ServerState()
     state.default_headers = [(b"date", b"Fri, 27 Nov 2026 12:00:00 GMT"), (b"server", server.encode())]
+    if metrics:
+        from fulmen.metrics.recorder import WorkerMetrics
+
+        state.metrics = WorkerMetrics()  # type: ignore[union-attr]
 
     async def drive() -> float:
         if access_log and server == "fulmen":  # as Server.startup() sets it up
@@ -220,16 +226,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind")
     parser.add_argument("--access-log", action="store_true", help="access log on (written to /dev/null)")
+    parser.add_argument("--metrics", action="store_true", help="count as --metrics-bind does (fulmen)")
     args = parser.parse_args()
     access = ", access log" if args.access_log else ""
-    label = f"{args.server} {args.workload} ({args.http}, {args.loop}{access})"
+    counting = "+metrics" if args.metrics else ""
+    label = f"{args.server}{counting} {args.workload} ({args.http}, {args.loop}{access})"
     if args.instructions:
         argv = [args.workload, "--server", args.server, "--http", args.http, "--loop", args.loop]
         argv += ["--access-log"] if args.access_log else []
+        argv += ["--metrics"] if args.metrics else []
         print(f"{label}: {count_instructions(argv, args.workload):,} instructions/request")
         return
     micros = measure(
-        args.server, args.workload, args.http, args.loop, args.requests, args.rounds, args.access_log
+        args.server,
+        args.workload,
+        args.http,
+        args.loop,
+        args.requests,
+        args.rounds,
+        args.access_log,
+        args.metrics,
     )
     print(f"{label}: {micros:.2f} us/request")
 

@@ -196,7 +196,8 @@ class Config:
 
 def server_kind(name: str) -> str:
     """``uvicorn#2`` runs uvicorn under another label (an A/A run shows the noise floor);
-    ``fulmen+log`` runs fulmen with its access log on, beside servers without."""
+    ``fulmen+log`` runs fulmen with its access log on, beside servers without; ``fulmen+metrics``
+    runs fulmen with ``--metrics-bind`` (the cost of counting)."""
     return re.split(r"[#+]", name, maxsplit=1)[0]
 
 
@@ -206,6 +207,7 @@ def access_log_on(name: str, cfg: Config) -> bool:
 
 def server_command(name: str, workload: str, port: int, cfg: Config) -> list[str]:
     access_log = access_log_on(name, cfg)
+    with_metrics = "+metrics" in name
     name = server_kind(name)
     target = apps.workload_target(workload)
     py = sys.executable
@@ -219,6 +221,8 @@ def server_command(name: str, workload: str, port: int, cfg: Config) -> list[str
         ]  # fmt: skip
         # The access log as both servers write it by default (to a file here), or off.
         cmd += ["--log-level", "info"] if access_log else ["--no-access-log", "--log-level", "warning"]
+        if with_metrics:
+            cmd += ["--metrics-bind", f"{HOST}:{free_port()}"]
     elif name == "granian":
         # Granian has its own HTTP stack (no --http httptools|h11); its access log is off by default.
         cmd = [

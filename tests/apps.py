@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 
@@ -101,6 +102,26 @@ async def lifespan_fails(scope: dict[str, Any], receive: Any, send: Any) -> None
         await send({"type": "lifespan.startup.failed", "message": "the database is not there"})
         return
     await hello(scope, receive, send)
+
+
+async def worker_pid(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers with the process id of the worker that served the request (also as ``x-worker``),
+    404 for ``/missing``; a WebSocket is echoed. With a lifespan, for the supervisor tests."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await echo_messages(receive, send)
+        return
+    body = str(os.getpid()).encode()
+    headers = [(b"x-worker", body), (b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+    status = 200 if scope["path"] != "/missing" else 404
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def factory() -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -81,6 +82,26 @@ def http_impl(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(params=LOOPS)
 def loop_impl(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def ipv6_loopback() -> bool:
+    """Whether this machine has ``::1`` to bind to."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def short_socket_path(tmp_path: Path, name: str) -> str:
+    """A UNIX socket path in ``tmp_path``, or in /tmp when that one is too long for AF_UNIX."""
+    path = str(tmp_path / name)
+    if len(path) > 100:  # AF_UNIX paths are limited to about 108 bytes
+        path = f"/tmp/fulmen-{os.getpid()}-{name}"
+    return path
 
 
 def recv_until(sock: socket.socket, marker: bytes = b"\r\n\r\n", timeout: float = 5.0) -> bytes:
@@ -213,16 +234,23 @@ def read_response(
 class CLIProcess:
     """``python -m fulmen ...`` as a subprocess, with its combined output collected in a thread."""
 
-    def __init__(self, args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+    ) -> None:
         full_env = dict(os.environ)
         full_env["PYTHONUNBUFFERED"] = "1"
         full_env.update(env or {})
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "fulmen", *args],
+            [*(prefix or []), sys.executable, "-m", "fulmen", *args],  # prefix: a launcher, as systemd's
             cwd=str(cwd or ROOT),
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() ends the workers too
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -259,9 +287,13 @@ class CLIProcess:
         return code
 
     def stop(self) -> None:
+        """Kill the process and every process of its group: worker processes of a supervisor killed
+        outright would otherwise live on."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self._reader.join(2)
 
 
@@ -270,8 +302,13 @@ def cli() -> Iterator[Any]:
     """Start ``python -m fulmen`` subprocesses; every one is killed at the end of the test."""
     started: list[CLIProcess] = []
 
-    def start(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> CLIProcess:
-        process = CLIProcess(list(args), cwd=cwd, env=env)
+    def start(
+        *args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+    ) -> CLIProcess:
+        process = CLIProcess(list(args), cwd=cwd, env=env, prefix=prefix)
         started.append(process)
         return process
 

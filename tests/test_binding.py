@@ -16,20 +16,9 @@ import httpx
 import pytest
 
 from tests import apps
-from tests.conftest import ROOT, free_port, run_server
+from tests.conftest import ROOT, free_port, ipv6_loopback, run_server, short_socket_path
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX sockets")
-
-
-def _ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as sock:
-            sock.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def _uds_get(path: str, url: str = "http://localhost/") -> httpx.Response:
@@ -37,15 +26,8 @@ def _uds_get(path: str, url: str = "http://localhost/") -> httpx.Response:
         return client.get(url)
 
 
-def _short_path(tmp_path: Path, name: str) -> str:
-    path = str(tmp_path / name)
-    if len(path) > 100:  # AF_UNIX paths are limited to about 108 bytes
-        path = f"/tmp/fulmen-{os.getpid()}-{name}"
-    return path
-
-
 def test_uds_in_process(tmp_path: Path) -> None:
-    path = _short_path(tmp_path, "api.sock")
+    path = short_socket_path(tmp_path, "api.sock")
     with run_server(apps.scope_json, uds=path) as server:
         assert stat.S_ISSOCK(os.stat(path).st_mode)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o666
@@ -55,7 +37,7 @@ def test_uds_in_process(tmp_path: Path) -> None:
 
 
 def test_uds_cli_message_and_cleanup(cli: Any, tmp_path: Path) -> None:
-    path = _short_path(tmp_path, "cli.sock")
+    path = short_socket_path(tmp_path, "cli.sock")
     process = cli("tests.apps:hello", "--uds", path)
     assert process.wait_for(f"Fulmen running on unix socket {path} (Press CTRL+C to quit)"), process.output
     assert _uds_get(path).text == "Hello, world!"
@@ -70,7 +52,7 @@ def test_uds_cli_message_and_cleanup(cli: Any, tmp_path: Path) -> None:
 
 
 def test_uds_replaces_a_stale_socket_file(cli: Any, tmp_path: Path) -> None:
-    path = _short_path(tmp_path, "stale.sock")
+    path = short_socket_path(tmp_path, "stale.sock")
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(path)
     stale.close()  # the file stays behind, as after a crash
@@ -126,7 +108,7 @@ def test_fd_inherited_by_the_cli() -> None:
     assert f"Fulmen running on socket ('127.0.0.1', {port}) (Press CTRL+C to quit)" in output
 
 
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 on loopback")
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 on loopback")
 def test_ipv6(cli: Any) -> None:
     port = free_port()
     process = cli("tests.apps:scope_json", "--host", "::1", "--port", str(port))
@@ -138,7 +120,7 @@ def test_ipv6(cli: Any) -> None:
     assert process.wait(10) == 0
 
 
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 on loopback")
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 on loopback")
 def test_ipv6_bind_socket_in_process() -> None:
     with run_server(apps.hello, host="::1") as server:
         assert httpx.get(f"http://[::1]:{server.port}/", timeout=5).text == "Hello, world!"

@@ -28,6 +28,9 @@ LAYERS: list[tuple[str, ...]] = [
     # What the configuration resolves to: forwarding rules, reload patterns, the middleware it wraps
     # around applications.
     ("fulmen.forwarding", "fulmen.reload_patterns", "fulmen.middleware"),
+    # Where the server listens (--bind, socket activation, --reuse-port), and what it counts
+    # (--metrics-bind; the protocols hold its counters).
+    ("fulmen.listeners", "fulmen.metrics"),
     ("fulmen.config",),
     ("fulmen.lifespan",),
     # The server runs whichever protocol class the configuration names, so it imports none of them;

@@ -27,6 +27,9 @@ FULMEN_ONLY_CLI = {
     "limit_request_headers",
     "timeout_request_header",
     "timeout_notify",  # API only in uvicorn
+    "bind",
+    "reuse_port",
+    "metrics_bind",
 }
 FULMEN_ONLY_API = {
     "worker_class",
@@ -36,6 +39,9 @@ FULMEN_ONLY_API = {
     "timeout_request_header",
     "callback_progress",
     "app_dir",  # uvicorn only takes it in run(); fulmen's Config takes it too
+    "bind",
+    "reuse_port",
+    "metrics_bind",
 }
 
 

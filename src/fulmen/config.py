@@ -19,6 +19,7 @@ from fulmen import options as _options
 from fulmen.checks import Problem, find_problems
 from fulmen.forwarding import TrustedHosts
 from fulmen.importer import ImportFromStringError, import_from_string
+from fulmen.listeners import bind_failure
 from fulmen.log_config import UVICORN_LOGGERS, LogConfigError, apply_log_config
 from fulmen.logging import LOG_LEVELS, LOGGING_CONFIG, TRACE_LOG_LEVEL, AccessFormatter, logging_config
 from fulmen.options import STARTUP_FAILURE
@@ -473,12 +474,6 @@ class Config:
 
 
 _API_NAMES = frozenset(option.name for option in _options.API_OPTIONS)
-
-
-def bind_failure(address: str, exc: BaseException) -> str:
-    """The one line that says which address could not be bound, and why."""
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return f"Cannot bind to {address}: {reason}"
 
 
 def _exit_cannot_bind(address: str, exc: BaseException) -> NoReturn:

@@ -89,6 +89,26 @@ OPTIONS: tuple[Option, ...] = (
     _o("uds", None, "Bind to a UNIX domain socket at this path."),
     _o("fd", None, "Serve on an inherited file descriptor (an already bound socket).", kind=int),
     _o("backlog", 2048, "Maximum number of connections waiting to be accepted.", kind=int),
+    # -- several listeners, SO_REUSEPORT, metrics (see docs/deployment.md)
+    _o(
+        "bind",
+        None,
+        "Listen on HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N, in place of --host/--port (with "
+        "--uds and --fd if given). Sockets passed by systemd (LISTEN_FDS) replace every address option.",
+        multiple=True,
+    ),
+    _o(
+        "reuse_port",
+        False,
+        "Give each worker its own SO_REUSEPORT socket (Linux), so that the kernel spreads connections "
+        "evenly over the workers.",
+        kind=bool,
+    ),
+    _o(
+        "metrics_bind",
+        None,
+        "Serve Prometheus metrics of every worker at http://HOST:PORT/metrics (off by default).",
+    ),
     # -- development
     _o(
         "reload",
@@ -558,6 +578,8 @@ DIFFERENCES = [
     "- Options uvicorn does not have: `--worker-class`, `--access-log-format`, `--log-format`,",
     "  `--limit-request-headers`, `--timeout-request-header`; `--timeout-notify` is also on the command",
     "  line; `app_dir` is also a `Config` keyword.",
+    "- `--bind`, `--reuse-port`, `--metrics-bind` and systemd socket activation (`LISTEN_FDS`) are",
+    "  fulmen's own; see [deployment.md](deployment.md).",
     "- Stricter defaults: a request head is limited to 16 KiB (`--h11-max-incomplete-event-size`, both",
     "  parsers), 100 header lines and 10 s (uvicorn's httptools path has no such limits).",
     "- Numbers outside their range (given above), an access-log format naming an unknown field, a",

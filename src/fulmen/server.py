@@ -21,12 +21,16 @@ import click
 
 from fulmen.access_log import AccessLogBuffer
 from fulmen.caches import HTTPCaches
-from fulmen.config import Config, bind_failure
+from fulmen.config import Config
 from fulmen.heap import settle_heap_thresholds
+from fulmen.listeners import Listeners, bind_failure, open_listeners, wants_listeners
 from fulmen.options import STARTUP_FAILURE
 
 if TYPE_CHECKING:
     from fulmen.lifespan import LifespanOff, LifespanOn
+    from fulmen.metrics.aggregate import Report
+    from fulmen.metrics.exporter import MetricsExporter
+    from fulmen.metrics.recorder import WorkerMetrics
 
 HANDLED_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
 if sys.platform == "win32":  # pragma: no cover
@@ -52,6 +56,8 @@ class ServerState:
         #: ``--limit-max-requests`` (with its jitter): on reaching it, ``on_max_requests`` is called.
         self.max_requests: int | None = None
         self.on_max_requests: Callable[[], None] | None = None
+        #: ``--metrics-bind``: what the connections count (None: nothing is counted).
+        self.metrics: WorkerMetrics | None = None
 
     def count_request(self) -> None:
         """Count a request the application is about to see (HTTP request or WebSocket handshake)."""
@@ -79,6 +85,8 @@ class Server:
         self.servers: list[asyncio.base_events.Server] = []
         self.lifespan: LifespanOn | LifespanOff | None = None
         self._captured_signals: list[int] = []
+        self.own_listeners: Listeners | None = None
+        self.metrics_exporter: MetricsExporter | None = None
         #: ``--limit-max-requests`` plus its jitter, drawn in :meth:`startup` so that every worker
         #: process (each gets a copy of one Server) draws its own.
         self.limit_max_requests: int | None = None
@@ -137,9 +145,12 @@ class Server:
             config.load()  # uvicorn requires load() before startup(); fulmen does it when it was not
         if self.lifespan is None:
             self.lifespan = config.lifespan_class(config)
+        if config.metrics_bind:
+            self.start_metrics()
         await self.lifespan.startup()
         if self.lifespan.should_exit:
             self.should_exit = True
+            self.stop_metrics()
             return
         settle_heap_thresholds()
 
@@ -163,6 +174,10 @@ class Server:
 
         backlog = config.backlog
         listeners: list[socket.socket]
+        if sockets is None and wants_listeners(config):
+            # --bind, --reuse-port or systemd's sockets: bound (and logged) here, closed at shutdown.
+            self.own_listeners = open_listeners(config)
+            sockets = self.own_listeners.sockets
         try:
             if sockets is not None:
                 # Pre-bound sockets (supervisors, gunicorn-style embedding): bind_socket() logged them.
@@ -212,6 +227,29 @@ class Server:
             self._log_started_message(listeners)
         self.started = True
 
+    def start_metrics(self) -> None:
+        """Count for ``--metrics-bind``; serve the metrics too unless a supervisor does (it sums its
+        workers' counts)."""
+        from fulmen.metrics.recorder import WorkerMetrics
+
+        # A thread worker's process is described by its supervisor: no CPU or memory of its own.
+        self.server_state.metrics = WorkerMetrics(threading.current_thread() is threading.main_thread())
+        if not getattr(self.config, "metrics_served_elsewhere", False):
+            from fulmen.metrics.exporter import start_exporter
+
+            self.metrics_exporter = start_exporter(self.config.metrics_bind, self.metrics_report)
+
+    def metrics_report(self) -> Report:
+        from fulmen.metrics.aggregate import single_server_report
+
+        state = self.server_state
+        return single_server_report(state.metrics, state.connections)
+
+    def stop_metrics(self) -> None:
+        if self.metrics_exporter is not None:
+            self.metrics_exporter.stop()
+            self.metrics_exporter = None
+
     def _log_started_message(self, listeners: list[socket.socket]) -> None:
         config = self.config
         if config.fd is not None:
@@ -248,9 +286,13 @@ class Server:
     async def main_loop(self) -> None:
         counter = 0
         should_exit = await self.on_tick(counter)
+        metrics = self.server_state.metrics
         while not should_exit:
             counter = (counter + 1) % 864000
+            due = time.monotonic() + 0.1
             await asyncio.sleep(0.1)
+            if metrics is not None:  # how late the loop woke: its lag
+                metrics.tick(max(time.monotonic() - due, 0.0), counter % 10 == 0)
             should_exit = await self.on_tick(counter)
 
     async def on_tick(self, counter: int) -> bool:
@@ -293,6 +335,8 @@ class Server:
             server.close()
         for sock in sockets or []:
             sock.close()
+        if self.own_listeners is not None:
+            self.own_listeners.close()
 
         for connection in list(self.server_state.connections):
             connection.shutdown()
@@ -317,6 +361,7 @@ class Server:
             await self.lifespan.shutdown()
         if self.server_state.access_buffer is not None:
             self.server_state.access_buffer.flush()
+        self.stop_metrics()
 
     async def _wait_tasks_to_complete(self) -> None:
         state = self.server_state

@@ -14,7 +14,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+from bisect import bisect_left
 from collections import deque
+from time import monotonic
 from typing import Any
 
 from fulmen.caches import remember
@@ -23,6 +25,7 @@ from fulmen.http.cycle import RequestResponseCycle
 from fulmen.http.request_head import HTTPRequestError, check_request_head
 from fulmen.http.target import parse_target
 from fulmen.http.wire import simple_response
+from fulmen.metrics.recorder import DURATION_BOUNDS, HTTP1
 from fulmen.protocols.flow_control import HIGH_WATER_LIMIT
 from fulmen.protocols.output import ConnectionOutput
 from fulmen.protocols.response_rules import ERROR_BODIES
@@ -113,6 +116,8 @@ class HTTPConnection(ServerProtocol):
         """The client closed its side: like uvicorn, treat it as gone (the app sees a disconnect)."""
 
     def data_received(self, data: bytes) -> None:
+        if self.metrics is not None:
+            self.metrics.received_bytes += len(data)
         try:
             self.feed(data)
         except HTTPRequestError as exc:
@@ -227,6 +232,13 @@ class HTTPConnection(ServerProtocol):
             return
         self.active = None
         self.server_state.completed_requests += 1
+        metrics = self.metrics
+        if metrics is not None:  # WorkerMetrics.record(HTTP1 + status, ...), inline: once per request
+            elapsed = monotonic() - cycle.started_at
+            metrics.statuses[cycle.status] += 1  # HTTP1 is 0
+            metrics.duration_buckets[bisect_left(DURATION_BOUNDS, elapsed)] += 1
+            metrics.duration_sum += elapsed
+            metrics.sent_bytes += cycle.bytes_sent
         if self.transport.is_closing():
             return
         if not cycle.keep_alive or self.closing or cycle.more_body:
@@ -332,8 +344,15 @@ class HTTPConnection(ServerProtocol):
         else:
             logger.warning("%s: %s", ERROR_BODIES.get(status, b"").decode(), error)
         logger.debug("Rejected request from %s: %s", self.client_text, error)
-        self.output.write(simple_response(status, ERROR_BODIES.get(status, str(error).encode())))
+        self.refuse(status, ERROR_BODIES.get(status, str(error).encode()))
+
+    def refuse(self, status: int, body: bytes) -> None:
+        """The server's own answer to a request it does not serve (a bad or incomplete one), then the
+        end of the connection; counted by ``--metrics-bind`` like the application's answers."""
+        self.output.write(simple_response(status, body))
         self.output.close()
+        if self.metrics is not None:
+            self.metrics.count(HTTP1 + status)
 
     def cancel_header_timer(self) -> None:
         if self.header_timer is not None:
@@ -350,8 +369,7 @@ class HTTPConnection(ServerProtocol):
         self.header_timer = None
         if self.head_started and self.active is None and not self.transport.is_closing():
             logger.debug("%s - request head not complete in time", self.client_text)
-            self.output.write(simple_response(408, ERROR_BODIES[408]))
-            self.output.close()
+            self.refuse(408, ERROR_BODIES[408])
 
     def shutdown(self) -> None:
         """Graceful shutdown: close after the response in flight; an idle connection after a short

@@ -30,6 +30,7 @@ from fulmen.caches import remember
 from fulmen.forwarding import rewrite_from_headers
 from fulmen.http.request_head import HTTPRequestError
 from fulmen.http.target import parse_target
+from fulmen.metrics.recorder import HTTP2
 from fulmen.protocols.response_rules import (
     DISCONNECT,
     ERROR_BODIES,
@@ -323,6 +324,8 @@ class H2Protocol(ServerProtocol):
         self.wake_writers()
 
     def data_received(self, data: bytes) -> None:
+        if self.metrics is not None:
+            self.metrics.received_bytes += len(data)
         try:
             events = self.h2c.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -393,10 +396,10 @@ class H2Protocol(ServerProtocol):
             headers.append((name, value))
         if size > self.max_head_size or len(headers) > self.max_headers:
             logger.warning("%s: request header list too large", ERROR_BODIES[431].decode())
-            self.respond(stream_id, 431, ERROR_BODIES[431], request_ended=event.stream_ended is not None)
+            self.refuse(event, 431)
             return
         if method is None or path is None:  # CONNECT (h2 checked every other request has both)
-            self.respond(stream_id, 501, ERROR_BODIES[501], request_ended=event.stream_ended is not None)
+            self.refuse(event, 501)
             return
         targets = self.server_state.caches.targets
         try:
@@ -408,7 +411,7 @@ class H2Protocol(ServerProtocol):
             method_text = method.decode("ascii")
         except (HTTPRequestError, UnicodeDecodeError):
             logger.warning("Invalid HTTP request received.")
-            self.respond(stream_id, 400, ERROR_BODIES[400], request_ended=event.stream_ended is not None)
+            self.refuse(event, 400)
             return
         if authority is not None and not has_host:
             headers.insert(0, (b"host", authority))
@@ -433,6 +436,8 @@ class H2Protocol(ServerProtocol):
 
     def on_response_complete(self, stream: H2Stream) -> None:
         self.server_state.completed_requests += 1
+        if self.metrics is not None:
+            self.metrics.record(HTTP2 + stream.status, stream.started_at, stream.bytes_sent)
         if stream.more_body and not stream.disconnected:
             # The response is complete before the request: ask the client to stop sending it
             # (RFC 9113 section 8.1), and give back the window of what was never read.
@@ -477,6 +482,15 @@ class H2Protocol(ServerProtocol):
         except h2.exceptions.ProtocolError:
             pass  # already closed on both sides, or the connection is closing
         self.schedule_flush()
+
+    def refuse(self, event: h2.events.RequestReceived, status: int) -> None:
+        """The server's own answer to a request it does not serve; counted by ``--metrics-bind`` like
+        the application's answers."""
+        self.respond(
+            event.stream_id, status, ERROR_BODIES[status], request_ended=event.stream_ended is not None
+        )
+        if self.metrics is not None:
+            self.metrics.count(HTTP2 + status)
 
     def respond(self, stream_id: int, status: int, body: bytes, request_ended: bool = True) -> None:
         """A response the server makes itself: errors before or instead of the application's."""

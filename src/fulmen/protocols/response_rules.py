@@ -175,6 +175,7 @@ class ExchangeOwner(Protocol):
     app_state: dict[str, Any]  # the lifespan state, copied into each scope
     flow: FlowControl
     access_log: bool
+    timed: bool  # the start time is taken (access log, metrics)
     loop: asyncio.AbstractEventLoop
     tasks: set[asyncio.Task[None]]  # the server's application tasks
 
@@ -248,7 +249,7 @@ class ASGIExchange(abc.ABC):
         self.status = 0
         self.bytes_sent = 0  # response body bytes the application sent (for the access log)
         self.remaining = -1  # bytes of Content-Length still to send; -1 when not framed by length
-        self.started_at = time.monotonic() if conn.access_log else 0.0
+        self.started_at = time.monotonic() if conn.timed else 0.0
         self.waiter: asyncio.Future[None] | None = None  # what receive() waits on
 
     # -- the request body

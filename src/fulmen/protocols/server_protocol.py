@@ -9,7 +9,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from fulmen.access_log import client_text
 from fulmen.protocols.flow_control import FlowControl
@@ -18,6 +18,7 @@ from fulmen.protocols.response_rules import ASGIExchange, service_unavailable
 if TYPE_CHECKING:
     from fulmen.config import Config
     from fulmen.forwarding import TrustedHosts
+    from fulmen.metrics.recorder import WorkerMetrics
     from fulmen.server import ServerState
 
 access_logger = logging.getLogger("fulmen.access")
@@ -46,6 +47,7 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         "idle_timer",
         "limit_concurrency",
         "loop",
+        "metrics",
         "plain_tasks",
         "proxy_trust",
         "reset_contextvars",
@@ -56,10 +58,14 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         "server",
         "server_state",
         "tasks",
+        "timed",
         "timeout_keep_alive",
         "transport",
         "trusted_peer",
     )
+
+    #: Counted among the open WebSockets by ``--metrics-bind`` (the WebSocket session says True).
+    is_websocket: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -83,6 +89,10 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         self.plain_tasks = self.loop.get_task_factory() is None and not self.reset_contextvars
         # Decided once per connection: the access line is only built when it is logged.
         self.access_log = bool(config.access_log) and access_logger.hasHandlers()
+        #: --metrics-bind: the server's counters, else None (then nothing is counted).
+        self.metrics: WorkerMetrics | None = getattr(server_state, "metrics", None)
+        #: Whether a request's start time is taken: for its access line or its duration's histogram.
+        self.timed = self.access_log or self.metrics is not None
         self.proxy_trust: TrustedHosts | None = getattr(config, "proxy_trust", None)
         self.trusted_peer = False  # the peer is in --forwarded-allow-ips: its forwarding headers count
         self.transport: asyncio.Transport = None  # type: ignore[assignment]

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from fulmen.listeners import open_listeners, wants_listeners
 from fulmen.options import STARTUP_FAILURE
 from fulmen.supervisors.auto import Supervisor, WorkerMode, auto_mode
 from fulmen.supervisors.multithread import thread_workers_problem
@@ -50,7 +51,18 @@ def choose_and_run(
     mode = worker_mode(config)
     if mode is None:
         return STARTUP_FAILURE
+    if sockets is not None or not wants_listeners(config):
+        return _choose_and_run(config, server_target, mode, sockets)
+    listeners = open_listeners(config)  # --bind, --reuse-port, systemd's sockets
+    try:
+        return _choose_and_run(config, server_target, mode, listeners.sockets)
+    finally:
+        listeners.close()
 
+
+def _choose_and_run(
+    config: Any, server_target: Callable[..., Any], mode: WorkerMode, sockets: list[socket.socket] | None
+) -> int:
     if config.should_reload:
         from fulmen.supervisors import ChangeReload
 

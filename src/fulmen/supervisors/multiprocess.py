@@ -52,6 +52,7 @@ class Process(Worker):
         self._answered = False
         self._started: bool | None = None
         self._heartbeat: float | None = None  # monotonic time of the loop's last tick, as reported
+        self._metrics: Any = None  # the latest metrics snapshot the worker sent (--metrics-bind)
 
     @property
     def pid(self) -> int | None:
@@ -86,12 +87,15 @@ class Process(Worker):
         """Read the replies that arrived; with ``until_seq``, wait up to ``wait`` s for that one."""
         deadline = time.monotonic() + wait
         try:
-            while self._pending:
+            while not self.parent_conn.closed:
                 remaining = deadline - time.monotonic()
                 waiting = until_seq is not None and until_seq in self._pending
                 if not self.parent_conn.poll(max(0.0, remaining) if waiting else 0.0):
                     return
-                seq, started, age = self.parent_conn.recv()
+                seq, started, age, metrics = self.parent_conn.recv()
+                self._metrics = metrics if metrics is not None else self._metrics
+                if not seq:
+                    continue  # the final metrics of a worker that stops
                 self._answered = True
                 self._started = started
                 self._heartbeat = None if age is None else time.monotonic() - age
@@ -128,6 +132,9 @@ class Process(Worker):
         self._drain(until_seq=seq, wait=timeout)
         return seq not in self._pending and self._loop_problem(timeout) is None
 
+    def metrics_snapshot(self) -> Any:
+        return self._metrics
+
     def is_ready(self) -> bool:
         self._drain()
         if not self._pending:
@@ -157,6 +164,7 @@ class Process(Worker):
             return
         self.process.join(timeout)
         if self.process.exitcode is not None:
+            self._drain()  # a last metrics snapshot may wait in the pipe
             self.parent_conn.close()
 
 
@@ -165,8 +173,8 @@ class Multiprocess(WorkerPool):
 
     kind = "process"
 
-    def create_worker(self) -> Process:
-        return Process(self.config, self.target, self.sockets)
+    def create_worker(self, sockets: list[socket.socket] | None = None) -> Process:
+        return Process(self.config, self.target, self.sockets if sockets is None else sockets)
 
     @property
     def processes(self) -> list[Worker]:

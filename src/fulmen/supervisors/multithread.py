@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fulmen.metrics.recorder import server_snapshot
 from fulmen.options import STARTUP_FAILURE
 from fulmen.supervisors.heartbeat import Heartbeats, install_heartbeats, stale_after
 from fulmen.supervisors.pool import WorkerPool
@@ -116,6 +117,9 @@ class Thread(Worker):
             return f"missed its heartbeat (none for {age:.1f} s)"
         return None
 
+    def metrics_snapshot(self) -> Any:
+        return server_snapshot(self.server)
+
     def is_ready(self) -> bool:
         if self.server is not None and self.server.started:
             return True
@@ -177,8 +181,8 @@ class Multithread(WorkerPool):
             return False
         return True
 
-    def create_worker(self) -> Thread:
-        return Thread(self.config, self.target, self.sockets, self.heartbeats)
+    def create_worker(self, sockets: list[socket.socket] | None = None) -> Thread:
+        return Thread(self.config, self.target, self.sockets if sockets is None else sockets, self.heartbeats)
 
     @property
     def threads(self) -> list[Worker]:

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from fulmen.listeners import SlotSockets
+from fulmen.metrics.aggregate import PoolMetrics
+from fulmen.metrics.exporter import serve_metrics
 from fulmen.options import STARTUP_FAILURE
 from fulmen.supervisors import signals
 from fulmen.supervisors.budget import RestartBudget
@@ -65,6 +68,8 @@ class Slot:
     worker: Worker
     budget: RestartBudget = field(default_factory=RestartBudget)
     restart_at: float | None = None
+    #: What this slot's workers serve: the pool's sockets, or this slot's own with --reuse-port.
+    sockets: list[socket.socket] | None = None
 
 
 @dataclass
@@ -86,6 +91,13 @@ class WorkerPool(abc.ABC):
         self.target = target
         self.sockets = sockets
         self.workers_num = workers_from_config(config)
+        #: --metrics-bind: every worker's counts, the ended workers' included, and restarts by cause.
+        self.metrics = PoolMetrics(lambda: self.workers, lambda: [entry.worker for entry in self.retiring])
+        if getattr(config, "metrics_bind", None):
+            config.metrics_served_elsewhere = True  # the workers count; the supervisor serves the sum
+        self.slot_sockets = SlotSockets(
+            sockets, bool(getattr(config, "reuse_port", False)), getattr(config, "backlog", 2048)
+        )
         self.slots: list[Slot] = []
         self.retiring: list[Retiring] = []
         self.should_exit = threading.Event()
@@ -101,8 +113,8 @@ class WorkerPool(abc.ABC):
     # -- what subclasses provide
 
     @abc.abstractmethod
-    def create_worker(self) -> Worker:
-        """A new, not yet started, worker."""
+    def create_worker(self, sockets: list[socket.socket] | None = None) -> Worker:
+        """A new, not yet started, worker serving ``sockets`` (default: the pool's)."""
 
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """Runs once before the first worker starts."""
@@ -139,7 +151,9 @@ class WorkerPool(abc.ABC):
         logger.info(
             "Started parent process [%d] with %d %s workers", os.getpid(), self.workers_num, self.kind
         )
+        exporter = None
         try:
+            exporter = serve_metrics(self.config, self.metrics, self.kind == "process")
             self.prepare()
             self.init_workers()
             while not self.should_exit.wait(TICK):
@@ -148,9 +162,13 @@ class WorkerPool(abc.ABC):
                     break
                 self.keep_workers_alive()
                 self.reap_retiring()
+                self.metrics.track(force=False)
         finally:
             self.terminate_all()
             self.join_all()
+            if exporter is not None:
+                exporter.stop()
+            self.slot_sockets.close()
             restore()
             logger.info("Stopping parent process [%d]", os.getpid())
 
@@ -161,10 +179,14 @@ class WorkerPool(abc.ABC):
 
     def init_workers(self) -> None:
         for _ in range(self.workers_num - len(self.slots)):
-            self.slots.append(Slot(self._start_worker()))
+            self.slots.append(self._new_slot())
 
-    def _start_worker(self) -> Worker:
-        worker = self.create_worker()
+    def _new_slot(self) -> Slot:
+        sockets = self.slot_sockets.take()
+        return Slot(self._start_worker(sockets), sockets=sockets)
+
+    def _start_worker(self, sockets: list[socket.socket] | None = None) -> Worker:
+        worker = self.create_worker(sockets)
         worker.start()
         return worker
 
@@ -180,7 +202,7 @@ class WorkerPool(abc.ABC):
             worker = slot.worker
             if slot.restart_at is not None:
                 if now >= slot.restart_at:
-                    slot.worker = self._start_worker()
+                    slot.worker = self._start_worker(slot.sockets)
                     slot.restart_at = None
                     slot.budget.record_restart(now)
                 continue
@@ -189,6 +211,7 @@ class WorkerPool(abc.ABC):
                 if reason is None:
                     continue
                 logger.warning("Worker %s %s; replacing it.", worker.name, reason)
+                self.metrics.count_restart("unhealthy")
                 worker.kill()
                 self.retiring.append(Retiring(worker, deadline=None, killed=True))
             else:
@@ -206,9 +229,11 @@ class WorkerPool(abc.ABC):
                 if code == 0:
                     # A normal exit, e.g. after --limit-max-requests: replace it at once, no crash.
                     logger.info("Worker %s exited; starting a new one.", worker.name)
-                    slot.worker = self._start_worker()
+                    self.metrics.count_restart("exited")
+                    slot.worker = self._start_worker(slot.sockets)
                     continue
                 logger.warning("Worker %s died (%s).", worker.name, describe_exit(code))
+                self.metrics.count_restart("crashed")
             self._schedule_restart(slot, now)
 
     def _schedule_restart(self, slot: Slot, now: float) -> None:
@@ -318,7 +343,7 @@ class WorkerPool(abc.ABC):
     def handle_ttin(self) -> None:
         self.workers_num += 1
         logger.info("Received SIGTTIN, increasing the number of workers to %d.", self.workers_num)
-        self.slots.append(Slot(self._start_worker()))
+        self.slots.append(self._new_slot())
 
     def handle_ttou(self) -> None:
         if self.workers_num <= 1:
@@ -326,7 +351,9 @@ class WorkerPool(abc.ABC):
             return
         self.workers_num -= 1
         logger.info("Received SIGTTOU, decreasing the number of workers to %d.", self.workers_num)
-        self.retire(self.slots.pop().worker)
+        slot = self.slots.pop()
+        self.retire(slot.worker)
+        self.slot_sockets.release(slot.sockets or [])
 
     def request_restart(self, reload_app: bool = False, wait: float | None = None) -> bool:
         """Ask the loop (from any thread) to replace every worker, after :meth:`reload_app` if asked.
@@ -359,7 +386,7 @@ class WorkerPool(abc.ABC):
                 return
             if slot not in self.slots:
                 continue  # removed by a SIGTTOU meanwhile
-            new = self._start_worker()
+            new = self._start_worker(slot.sockets)
             if not new.wait_until_ready(self.ready_timeout, self._stopping):
                 new.kill()
                 new.join(5.0)
@@ -371,6 +398,7 @@ class WorkerPool(abc.ABC):
                     )
                 return
             old, slot.worker, slot.restart_at = slot.worker, new, None
+            self.metrics.count_restart("rolling")
             if old.is_running():
                 self.retire(old)
             self.reap_retiring()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+from fulmen.metrics.recorder import server_snapshot
 from fulmen.options import STARTUP_FAILURE
 from fulmen.supervisors.heartbeat import Heartbeats, install_heartbeats
 from fulmen.supervisors.target import server_of
@@ -31,14 +32,17 @@ spawn = multiprocessing.get_context("spawn")
 class Pong:
     """Answers the supervisor's pings from a thread, reporting on the event loop.
 
-    The reply is ``(seq, started, heartbeat_age)``: the thread answering proves the process runs, and
-    the heartbeat age proves (or disproves) that its event loop still turns.
+    The reply is ``(seq, started, heartbeat_age, metrics)``: the thread answering proves the process
+    runs, the heartbeat age proves (or disproves) that its event loop still turns, and ``metrics`` is a
+    snapshot of the server's counts with ``--metrics-bind`` (else None). A last message with ``seq`` 0
+    carries the final counts of a worker that stops.
     """
 
     def __init__(self, conn: Connection, heartbeats: Heartbeats, server: Any | None) -> None:
         self.conn = conn
         self.heartbeats = heartbeats
         self.server = server
+        self.sending = threading.Lock()  # the replies and the last message, from two threads
 
     def status(self) -> tuple[bool | None, float | None]:
         beat = self.heartbeats.latest()
@@ -46,13 +50,24 @@ class Pong:
         started = None if self.server is None else bool(self.server.started)
         return started, age
 
+    def metrics(self) -> Any:
+        return server_snapshot(self.server)
+
     def serve_forever(self) -> None:
         try:
             while True:
                 seq = self.conn.recv()
-                self.conn.send((seq, *self.status()))
+                reply = (seq, *self.status(), self.metrics())
+                with self.sending:
+                    self.conn.send(reply)
         except (EOFError, OSError):
             return  # the supervisor is gone or closed the pipe
+
+    def send_final_metrics(self) -> None:
+        snapshot = self.metrics()
+        if snapshot is not None:
+            with self.sending, contextlib.suppress(OSError, ValueError):
+                self.conn.send((0, None, None, snapshot))
 
     def start(self) -> None:
         threading.Thread(target=self.serve_forever, name="fulmen-pong", daemon=True).start()
@@ -78,12 +93,15 @@ def worker_main(
 
     server = server_of(target)  # this process's own copy of the server, when the target is Server.run
     heartbeats = install_heartbeats(server.config if server is not None else config)
-    Pong(conn, heartbeats, server).start()
+    pong = Pong(conn, heartbeats, server)
+    pong.start()
+    interrupted = False
     try:
         target(sockets=sockets)
     except KeyboardInterrupt:  # the supervisor stops us with signals; a traceback would be noise
-        return
-    if server is not None and not server.started:
+        interrupted = True
+    pong.send_final_metrics()
+    if not interrupted and server is not None and not server.started:
         # The server returned without ever serving (its lifespan startup failed): tell the supervisor
         # it failed to start, as an import or bind error does, rather than exiting like a worker that
         # served its --limit-max-requests.

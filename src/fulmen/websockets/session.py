@@ -21,6 +21,7 @@ from typing import Any
 
 from fulmen.access_log import client_text, log_access
 from fulmen.http.wire import STATUS_LINES, simple_response
+from fulmen.metrics.recorder import WEBSOCKET
 from fulmen.protocols.flow_control import HIGH_WATER_LIMIT
 from fulmen.protocols.response_rules import ERROR_BODIES, check_status, checked_headers
 from fulmen.protocols.server_protocol import ServerProtocol
@@ -76,6 +77,8 @@ def _truncate_reason(reason: str) -> str:
 
 class WebSocketSession(ServerProtocol):
     """One upgraded connection. Engine subclasses implement the hooks in the last section."""
+
+    is_websocket = True
 
     def setup(self) -> None:
         super().setup()
@@ -139,6 +142,8 @@ class WebSocketSession(ServerProtocol):
     # -- asyncio.Protocol
 
     def data_received(self, data: bytes) -> None:
+        if self.metrics is not None:
+            self.metrics.received_bytes += len(data)
         if self.reading:
             try:
                 self.frames.feed(data, self.is_reading)
@@ -470,8 +475,11 @@ class WebSocketSession(ServerProtocol):
         return client_text(self.scope.get("client"))  # after any X-Forwarded-For
 
     def log_access(self, status: int) -> None:
-        """One access line per handshake, in the HTTP format, with ``WebSocket`` as the method."""
+        """One access line per handshake, in the HTTP format, with ``WebSocket`` as the method; and its
+        count with ``--metrics-bind``."""
         self.status = status
+        if self.metrics is not None:
+            self.metrics.count(WEBSOCKET + status)
         if self.access_log:
             buffer = self.server_state.access_buffer
             log_access(self.scope, "WebSocket", status, self.bytes_sent, self.started_at, buffer)
