@@ -88,10 +88,12 @@ def test_simple_frames_split_anywhere_are_read() -> None:
 
 def test_fragments_are_joined_and_control_frames_between_them_handed_on_whole() -> None:
     ping = client_frame(0x9, b"p")
-    first = client_frame(TEXT, "fr".encode() + "é".encode()[:1], fin=False)
+    first = client_frame(TEXT, b"fr" + "é".encode()[:1], fin=False)
     middle_ping = client_frame(0x9, b"q")
     last = client_frame(0x0, "é".encode()[1:] + b"ment")
-    binary = client_frame(BINARY, b"ab", fin=False) + client_frame(0x0, b"", fin=False) + client_frame(0, b"c")
+    binary = (
+        client_frame(BINARY, b"ab", fin=False) + client_frame(0x0, b"", fin=False) + client_frame(0, b"c")
+    )
     recorder = Recorder()
     for byte in ping + first + middle_ping + last + binary:
         recorder.feed(bytes([byte]))
@@ -152,7 +154,11 @@ def test_too_large_fragmented_messages_fail_with_1009() -> None:
     "parts",
     [
         [b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", b"\xf4\x90\x80\x80", b"edited"],  # split by frame
-        [b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4", b"\x90", b"\x80\x80edited"],  # inside a character
+        [
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4",
+            b"\x90",
+            b"\x80\x80edited",
+        ],  # inside a character
     ],
 )
 def test_invalid_utf8_in_a_fragmented_message_fails_at_the_bad_fragment(parts: list[bytes]) -> None:
