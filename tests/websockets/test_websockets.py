@@ -772,6 +772,31 @@ def test_access_log(ws_impl: str, caplog: pytest.LogCaptureFixture) -> None:
     assert all(line.startswith("127.0.0.1:") for line in lines)
 
 
+def test_server_log_has_uvicorns_websocket_lines(ws_impl: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The lines uvicorn writes to its server log (``uvicorn.error``, here ``fulmen.error``), in its
+    words, so that what reads uvicorn's logs reads fulmen's."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/no":
+            await send({"type": "websocket.close"})
+            return
+        await echo_app(scope, receive, send)
+
+    with caplog.at_level(logging.INFO, logger="fulmen.error"):
+        with run_server(app, ws=ws_impl) as server:
+            raw = RawClient(server.port, path=b"/chat?room=1")
+            port = raw.sock.getsockname()[1]
+            raw.close()
+            RawClient(server.port, path=b"/no").close()
+            assert wait_until(lambda: any("connection closed" in r.getMessage() for r in caplog.records))
+    lines = [record.getMessage() for record in caplog.records if record.name == "fulmen.error"]
+    accepted = lines.index(f'127.0.0.1:{port} - "WebSocket /chat?room=1" [accepted]')
+    assert lines[accepted + 1] == "connection open"
+    assert "connection closed" in lines[accepted + 2 :]
+    refused = next(i for i, line in enumerate(lines) if line.endswith('"WebSocket /no" 403'))
+    assert lines[refused + 1] == "connection rejected (403 Forbidden)"
+
+
 # -- real applications
 
 

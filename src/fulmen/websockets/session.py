@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import http
 import logging
 import os
 import struct
@@ -20,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from fulmen.access_log import client_text, log_access
+from fulmen.access_log import client_text, log_access, quoted_full_path
 from fulmen.http.wire import STATUS_LINES, simple_response
 from fulmen.metrics.recorder import WEBSOCKET
 from fulmen.protocols.flow_control import HIGH_WATER_LIMIT
@@ -65,6 +66,13 @@ def _subprotocols(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
         if name == b"sec-websocket-protocol":
             offered.extend(token.strip() for token in value.decode("latin-1").split(",") if token.strip())
     return offered
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def _truncate_reason(reason: str) -> str:
@@ -158,6 +166,8 @@ class WebSocketSession(ServerProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if logger.isEnabledFor(_TRACE):
             logger.log(_TRACE, "%s - WebSocket connection lost", self.client_text)
+        if self.status == 101:
+            logger.info("connection closed")
         self.reading = False
         self.state = CLOSED
         self.cancel_timers()
@@ -473,8 +483,18 @@ class WebSocketSession(ServerProtocol):
 
     def log_access(self, status: int) -> None:
         """One access line per handshake, in the HTTP format, with ``WebSocket`` as the method; and its
-        count with ``--metrics-bind``."""
+        count with ``--metrics-bind``. The server log gets the lines uvicorn writes there (``"WebSocket
+        /path" [accepted]``, ``connection open``, ``connection rejected (403 Forbidden)``, and
+        ``connection closed`` at the end), so that what reads uvicorn's logs reads these."""
         self.status = status
+        if logger.isEnabledFor(logging.INFO):
+            request = f'{self.client_text} - "WebSocket {quoted_full_path(self.scope)}"'
+            if status == 101:
+                logger.info("%s [accepted]", request)
+                logger.info("connection open")
+            else:
+                logger.info("%s %d", request, status)
+                logger.info("connection rejected (%d %s)", status, _phrase(status))
         if self.metrics is not None:
             self.metrics.count(WEBSOCKET + status)
         if self.access_log:
