@@ -47,14 +47,17 @@ def run(command: list[str], timeout: float, **options: object) -> None:
 
 
 def find_python2() -> str:
-    """A Python 2.7 interpreter: on the PATH, else pyenv's (installed with pyenv when missing)."""
-    found = shutil.which("python2.7")
-    if found:
-        return found
+    """A Python 2.7 interpreter: pyenv's, else one on the PATH (pyenv's shim answers there even when
+    no 2.7 is selected, so each is tried), else one installed with pyenv."""
     home = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates = sorted(glob.glob(str(home / "versions" / "2.7*" / "bin" / "python2.7")))
-    if candidates:
-        return candidates[-1]
+    candidates = sorted(glob.glob(str(home / "versions" / "2.7*" / "bin" / "python2.7")), reverse=True)
+    on_path = shutil.which("python2.7")
+    if on_path:
+        candidates.append(on_path)
+    for candidate in candidates:
+        probe = subprocess.run([candidate, "-c", "import sys"], capture_output=True, timeout=60)
+        if probe.returncode == 0:
+            return candidate
     pyenv = shutil.which("pyenv") or str(home / "bin" / "pyenv")
     if not os.path.exists(pyenv):
         raise SystemExit("autobahn: wstest needs Python 2.7: install it (e.g. with pyenv) and run again")
