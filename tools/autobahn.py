@@ -88,11 +88,13 @@ def start_server(engine: str, log_path: Path) -> tuple[subprocess.Popen[bytes], 
     port = free_port()
     command = [
         sys.executable, "-m", "fulmen", "benchmarks.apps:websocket",
-        "--host", "127.0.0.1", "--port", str(port), "--ws", engine, "--log-level", "warning",
+        "--host", "127.0.0.1", "--port", str(port), "--ws", engine, "--log-level", "info", "--no-access-log",
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     log = open(log_path, "wb")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
