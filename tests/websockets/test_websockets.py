@@ -754,15 +754,17 @@ def test_shutdown_is_bounded_by_the_graceful_timeout(ws_impl: str) -> None:
 # -- access log
 
 
-def test_access_log(ws_impl: str, caplog: pytest.LogCaptureFixture) -> None:
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["path"] == "/no":
-            await send({"type": "websocket.close"})
-            return
-        await echo_app(scope, receive, send)
+async def refusing_echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Refuses the handshake on ``/no``, echoes elsewhere."""
+    if scope["path"] == "/no":
+        await send({"type": "websocket.close"})
+        return
+    await echo_app(scope, receive, send)
 
+
+def test_access_log(ws_impl: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="fulmen.access"):
-        with run_server(app, ws=ws_impl) as server:
+        with run_server(refusing_echo_app, ws=ws_impl) as server:
             RawClient(server.port, path=b"/chat?room=1").close()
             RawClient(server.port, path=b"/no").close()
             assert wait_until(lambda: len([r for r in caplog.records if r.name == "fulmen.access"]) == 2)
@@ -776,14 +778,8 @@ def test_server_log_has_uvicorns_websocket_lines(ws_impl: str, caplog: pytest.Lo
     """The lines uvicorn writes to its server log (``uvicorn.error``, here ``fulmen.error``), in its
     words, so that what reads uvicorn's logs reads fulmen's."""
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["path"] == "/no":
-            await send({"type": "websocket.close"})
-            return
-        await echo_app(scope, receive, send)
-
     with caplog.at_level(logging.INFO, logger="fulmen.error"):
-        with run_server(app, ws=ws_impl) as server:
+        with run_server(refusing_echo_app, ws=ws_impl) as server:
             raw = RawClient(server.port, path=b"/chat?room=1")
             port = raw.sock.getsockname()[1]
             raw.close()

@@ -35,9 +35,11 @@ PONG = 0xA
 #: The RSV1 bit: set on the first frame of a compressed message (RFC 7692).
 COMPRESSED = 0x40
 
-# First bytes of the frames of the fast path: final, no reserved bit, text or binary.
+# First bytes of the frames of the fast path: final text or binary, compressed or not.
 _TEXT_FRAME = 0x80 | TEXT
 _BINARY_FRAME = 0x80 | BINARY
+_COMPRESSED_TEXT_FRAME = 0x80 | COMPRESSED | TEXT
+_COMPRESSED_BINARY_FRAME = 0x80 | COMPRESSED | BINARY
 
 
 def unmask(payload: bytes | bytearray, key: bytes) -> bytes:
@@ -166,9 +168,16 @@ class MessageReader:
                     self.check_partial(buffer, start, size)
                 break
             key = bytes(buffer[start - 4 : start])
-            if (first == _TEXT_FRAME or first == _BINARY_FRAME) and not self.opcode:
+            if not self.opcode and (
+                first == _TEXT_FRAME
+                or first == _BINARY_FRAME
+                or ((first == _COMPRESSED_TEXT_FRAME or first == _COMPRESSED_BINARY_FRAME) and self.codec)
+            ):
+                # A whole message in one frame, the common case.
                 payload = unmask(buffer[start:end], key)
-                if first == _TEXT_FRAME:
+                if first & COMPRESSED:
+                    payload = self.inflate(payload + TAIL, self.max_size)
+                if first & TEXT:
                     try:
                         self.on_message(payload.decode("utf-8"))
                     except UnicodeDecodeError:
@@ -188,7 +197,7 @@ class MessageReader:
     def read_frame(
         self, first: int, buffer: bytes | bytearray, position: int, start: int, end: int, key: bytes
     ) -> None:
-        """Every frame but a whole uncompressed message: control frames, fragments, compressed."""
+        """Every frame but a whole message in one frame: control frames, fragments, violations."""
         opcode = first & 0x0F
         reserved = first & 0x70
         fin = first & 0x80
@@ -214,18 +223,6 @@ class MessageReader:
             if reserved and (reserved != COMPRESSED or self.codec is None):
                 raise ProtocolViolation(1002, "Reserved bits set")
             self.compressed = bool(reserved)
-            if fin:  # one frame: no parts to keep, and no incremental decoding
-                data = unmask(buffer[start:end], key)
-                if reserved:
-                    data = self.inflate(data + TAIL, self.max_size)
-                if opcode == TEXT:
-                    try:
-                        self.on_message(data.decode("utf-8"))
-                    except UnicodeDecodeError:
-                        raise ProtocolViolation(1007, "Invalid UTF-8 in text message") from None
-                else:
-                    self.on_message(data)
-                return
             self.opcode = opcode
             self.size = 0
             self.decoder = _Utf8Decoder() if opcode == TEXT else None
