@@ -204,6 +204,7 @@ class Config:
     client_cpu: int
     ws_message_size: int | None
     ws_depth: int
+    ws_client: str
     quiet_threshold: float
     quiet_wait: float
     foreign_threshold: float
@@ -243,6 +244,9 @@ def server_command(name: str, workload: str, port: int, cfg: Config) -> list[str
         cmd += ["--log-level", "info"] if access_log else ["--no-access-log", "--log-level", "warning"]
         if with_metrics:
             cmd += ["--metrics-bind", f"{HOST}:{free_port()}"]
+        if cfg.ws_client == "node" and workload in WS_WORKLOADS and not WS_WORKLOADS[workload][1]:
+            # Node's client always offers permessage-deflate: the servers decline it instead.
+            cmd += ["--ws-per-message-deflate", "false"]
     elif name == "granian":
         # Granian has its own HTTP stack (no --http httptools|h11); its access log is off by default.
         cmd = [
@@ -584,6 +588,8 @@ def run_wrk(workload: str, port: int, connections: int, seconds: int, cfg: Confi
 
 def run_ws(workload: str, port: int, connections: int, seconds: int, cfg: Config) -> dict[str, Any]:
     message, deflate = WS_WORKLOADS[workload]
+    if cfg.ws_client == "node":
+        return _parse_ws_client(run_node_ws(message, port, connections, seconds, cfg))
     cmd = [
         *_client_prefix(cfg), sys.executable, str(BENCH_DIR / "ws_client.py"), f"ws://{HOST}:{port}/",
         "--connections", str(connections), "--duration", str(seconds), "--depth", str(cfg.ws_depth),
@@ -592,6 +598,26 @@ def run_ws(workload: str, port: int, connections: int, seconds: int, cfg: Config
     if deflate:
         cmd.append("--deflate")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 40, env=_server_env())
+    return _parse_ws_client(res)
+
+
+def run_node_ws(message: str, port: int, connections: int, seconds: int, cfg: Config) -> Any:
+    """The same run with Node's built-in WebSocket client (benchmarks/ws_client.mjs): it offers
+    permessage-deflate as Chromium does but sends uncompressed, and inflates in JavaScript, so it
+    saturates its CPU before the server on 1 KiB messages."""
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("--ws-client node needs Node.js (20 or later) on the PATH")
+    cmd = [
+        *_client_prefix(cfg), node, "--experimental-websocket", "--no-warnings",
+        str(BENCH_DIR / "ws_client.mjs"), f"ws://{HOST}:{port}/",
+        "--connections", str(connections), "--duration", str(seconds), "--depth", str(cfg.ws_depth),
+        "--message", message,
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 40)
+
+
+def _parse_ws_client(res: Any) -> dict[str, Any]:
     lines = res.stdout.strip().splitlines()
     if not lines:
         raise RuntimeError(f"ws_client printed nothing (rc {res.returncode}): {res.stderr.strip()[-400:]}")
@@ -931,6 +957,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="WebSocket message size in bytes, in place of each WebSocket workload's own message",
     )
     p.add_argument(
+        "--ws-client",
+        choices=("python", "node"),
+        default="python",
+        help="WebSocket load generator: ws_client.py (default) or Node's built-in client (ws_client.mjs)",
+    )
+    p.add_argument(
         "--ws-depth", type=int, default=1, help="WebSocket messages in flight per connection (default 1)"
     )
     p.add_argument(
@@ -1005,6 +1037,7 @@ def build_config(ns: argparse.Namespace) -> Config:
         client_cpu=ns.client_cpu,
         ws_message_size=ns.ws_message_size,
         ws_depth=max(1, ns.ws_depth),
+        ws_client=ns.ws_client,
         quiet_threshold=ns.quiet_threshold,
         quiet_wait=max(0.0, ns.quiet_wait),
         foreign_threshold=ns.foreign_threshold,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from types import ModuleType
-from typing import Any
 
 zlib: ModuleType
 try:
@@ -167,7 +166,3 @@ def negotiate(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, Codec] | Non
         return offer.accept()
     return None
 
-
-def backend() -> Any:
-    """The zlib module in use (``zlib_ng.zlib_ng`` or ``zlib``), for the docs and the tests."""
-    return zlib
