@@ -56,10 +56,12 @@ def inflate(data: bytes, wbits: int = 15, decompressor: Any = None) -> bytes:
     ("offered", "accepted"),
     [
         (b"permessage-deflate", "permessage-deflate"),
-        (b"permessage-deflate; client_max_window_bits", "permessage-deflate"),  # what browsers send
+        # What browsers send: the server chooses the client's window.
+        (b"permessage-deflate; client_max_window_bits", "permessage-deflate; client_max_window_bits=12"),
+        (b"permessage-deflate; client_max_window_bits=9", "permessage-deflate; client_max_window_bits=9"),
         (
-            b"permessage-deflate; client_max_window_bits=10; server_max_window_bits=12",
-            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=10",
+            b"permessage-deflate; client_max_window_bits=15; server_max_window_bits=10",
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=12",
         ),
         (
             b"permessage-deflate; server_no_context_takeover; client_no_context_takeover",
