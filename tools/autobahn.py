@@ -110,6 +110,9 @@ def start_server(engine: str, log_path: Path) -> tuple[subprocess.Popen[bytes], 
 
 def summarize(reports: Path, agents: list[str]) -> bool:
     """Print each engine's counts of results; True when every case passed."""
+    if not (reports / "index.json").exists():
+        print(f"no report: wstest ended early (see {WORK / 'wstest.log'})")
+        return False
     index = json.loads((reports / "index.json").read_text())
     passed = True
     for agent in agents:
@@ -169,6 +172,8 @@ def main() -> int:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+    except subprocess.CalledProcessError as exc:
+        say(f"wstest failed ({exc.returncode})")
     finally:
         for process in servers:
             process.terminate()
