@@ -1,11 +1,12 @@
-"""HTTP/2 (``--http2``) on the sans-I/O ``h2`` library: one protocol per connection, one ASGI task per stream.
+"""HTTP/2 (``--http2``): one protocol per connection, one ASGI task per stream.
 
 A connection reaches :class:`H2Protocol` from :meth:`HTTPConnection.detect_http2
 <fulmen.http.connection.HTTPConnection.detect_http2>` once TLS negotiated ``h2`` or its first bytes
-are the HTTP/2 preface. h2 turns bytes into events and frames; this module owns the rest: the
-scope, flow control both ways (request data is acknowledged as the application reads it, responses
-wait for the peer's window), limits, graceful shutdown (GOAWAY, then the streams in flight finish)
-and the access log. The order of messages and the response checks are the shared
+are the HTTP/2 preface, or from an ``Upgrade: h2c`` request. The frames and their rules are the
+sans-I/O :class:`~fulmen.http.h2_connection.H2Connection`; this module turns its events into ASGI
+exchanges and their responses into frames: the scope, request data acknowledged as the application
+reads it, responses sent as the client's windows allow (and the transport takes them), limits,
+graceful shutdown and the access log. The order of messages and the response checks are the shared
 :mod:`~fulmen.protocols.response_rules`; the idle timer is the protocol floor's.
 """
 
@@ -13,21 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
-
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from h2.errors import ErrorCodes
-from h2.settings import SettingCodes
-from hpack import HPACKError
-from hyperframe.frame import GoAwayFrame
 
 from fulmen.access_log import log_access
 from fulmen.caches import remember
 from fulmen.forwarding import rewrite_from_headers
+from fulmen.http.h2_connection import (
+    DataReceived,
+    GoAwayReceived,
+    H2Connection,
+    PingAcked,
+    RequestReceived,
+    StreamReset,
+    WindowOpened,
+)
+from fulmen.http.h2_frames import MAX_STREAM_ID, ErrorCode, H2ConnectionError
 from fulmen.http.request_head import HTTPRequestError
 from fulmen.http.target import parse_target
 from fulmen.metrics.recorder import HTTP2
@@ -54,17 +56,13 @@ MAX_CONCURRENT_STREAMS = 100
 STREAM_WINDOW = 256 * 1024
 #: Request data the whole connection may have in flight: the bound on what one connection buffers.
 CONNECTION_WINDOW = 1024 * 1024
-#: Response bytes handed to h2 before they are written out, so large bodies meet transport back-pressure.
+#: Response bytes queued before they are written out, so large bodies meet transport back-pressure.
 _FLUSH_SIZE = 65536
-_DEFAULT_WINDOW = 65535
+#: How long the final GOAWAY of a graceful shutdown waits for the client to answer the PING that
+#: follows the first (the answer proves every stream the client opened before it has arrived).
+_PING_WAIT = 1.0
+_SHUTDOWN_PING = b"fulmen\x00\x00"
 
-_H2_CONFIG = h2.config.H2Configuration(
-    client_side=False,
-    header_encoding=None,
-    # Response headers are checked (and lower-cased) below, as for HTTP/1.1.
-    validate_outbound_headers=False,
-    normalize_outbound_headers=False,
-)
 _STATUS = {status: str(status).encode() for status in range(100, 600)}
 #: HTTP/1.1 connection and framing headers: meaningless in HTTP/2 and forbidden on the wire (RFC 9113
 #: section 8.2.2), so an application's are dropped (an app written for HTTP/1.1 may send them).
@@ -72,20 +70,10 @@ _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"tr
 _SPECIAL_NAMES = _HOP_BY_HOP | {b"content-length", b"server", b"date"}
 
 
-def _with_goaway_code(output: bytes, last_stream_id: int) -> bytes:
-    """h2 ends the connection with PROTOCOL_ERROR when a header block cannot be decompressed; RFC 9113
-    section 4.3 says COMPRESSION_ERROR. The GOAWAY h2 queued is the last frame of its output."""
-    queued = GoAwayFrame(0, last_stream_id=last_stream_id, error_code=ErrorCodes.PROTOCOL_ERROR).serialize()
-    if not output.endswith(queued):
-        return output
-    fixed = GoAwayFrame(0, last_stream_id=last_stream_id, error_code=ErrorCodes.COMPRESSION_ERROR)
-    return output[: -len(queued)] + fixed.serialize()
-
-
 class H2Stream(ASGIExchange):
     """One request and its response: the ASGI ``receive`` and ``send`` of a stream."""
 
-    __slots__ = ("_write_waiter", "body", "ended", "stream_id", "unacked")
+    __slots__ = ("_write_waiter", "ended", "stream_id", "unacked")
 
     conn: H2Protocol
 
@@ -122,7 +110,7 @@ class H2Stream(ASGIExchange):
     def abort(self) -> None:
         """Reset the stream: the client sees the response cut, and the connection's other streams go on."""
         if not self.disconnected and not self.ended:
-            self.conn.reset(self.stream_id, ErrorCodes.INTERNAL_ERROR)
+            self.conn.reset(self.stream_id, ErrorCode.INTERNAL_ERROR)
         self.disconnect()
 
     def send_500(self) -> None:
@@ -138,7 +126,7 @@ class H2Stream(ASGIExchange):
         if self.expect_continue:
             self.expect_continue = False
             if not self.response_started and not self.disconnected:
-                self.conn.h2c.send_headers(self.stream_id, [(b":status", b"100")])
+                self.conn.h2.send_headers(self.stream_id, [(b":status", b"100")])
                 self.conn.schedule_flush()
         if not self.body and not self.disconnected and not self.response_complete:
             if self.more_body:
@@ -174,14 +162,18 @@ class H2Stream(ASGIExchange):
     def start_response(self, status: Any, headers: Any) -> None:
         headers = self._build_headers(status, headers)
         self.ended = self.remaining == 0  # HEAD, 204 and 304: the headers are the whole response
-        self.conn.h2c.send_headers(self.stream_id, headers, end_stream=self.ended)
+        self.conn.h2.send_headers(self.stream_id, headers, end_stream=self.ended)
         self.conn.schedule_flush()
 
-    def send_body(self, body: bytes) -> Any:
-        return self._write_body(body, True)
+    def send_body(self, body: bytes) -> Awaitable[None] | None:
+        return self._write(body, False)
 
-    def send_last(self, body: bytes) -> Any:
-        return self._write_last(body)
+    def send_last(self, body: bytes) -> Awaitable[None] | None:
+        waiting = self._write(body, True)
+        if waiting is None:
+            self._finish()
+            return None
+        return self._finish_after(waiting)
 
     def _build_headers(self, status: Any, headers: Any) -> list[tuple[bytes, bytes]]:
         # An informational status cannot be the final response in HTTP/2.
@@ -218,45 +210,56 @@ class H2Stream(ASGIExchange):
             self.remaining = length
         return result
 
-    async def _write_last(self, body: bytes) -> None:
-        await self._write_body(body, False)
+    async def _finish_after(self, waiting: Awaitable[None]) -> None:
+        await waiting
         self._finish()
 
-    async def _write_body(self, body: bytes | bytearray | memoryview, more_body: bool) -> None:
+    def _write(self, body: bytes, last: bool) -> Awaitable[None] | None:
+        """Frame what the windows allow now; an awaitable that sends the rest when they do not."""
         size = len(body)
         self.bytes_sent += size
         if self.ended:  # HEAD, 204, 304: the body is not sent
-            return
+            return None
         if self.remaining >= 0:
             if size > self.remaining:
                 raise body_too_long()
             self.remaining -= size
-            if not more_body and self.remaining > 0:
+            if last and self.remaining > 0:
                 raise body_too_short()
         conn = self.conn
-        h2c = conn.h2c
-        stream_id = self.stream_id
-        view = memoryview(body)
-        while view:
-            window = h2c.local_flow_control_window(stream_id)
-            if window <= 0 or conn.flow.write_paused:
-                # The peer's window is closed, or the transport is full: wait for a WINDOW_UPDATE,
-                # a SETTINGS change or the transport draining.
-                await self._wait_write()
-                if self.disconnected:
-                    return
-                continue
-            size = min(window, len(view), h2c.max_outbound_frame_size)
-            self.ended = size == len(view) and not more_body
-            h2c.send_data(stream_id, view[:size], end_stream=self.ended)
-            view = view[size:]
-            conn.unflushed += size
-            if conn.unflushed >= _FLUSH_SIZE:
-                conn.flush()
-        if not more_body and not self.ended:
-            h2c.end_stream(stream_id)
+        sent = conn.h2.send_data(self.stream_id, body, last)
+        if sent < 0:  # reset meanwhile
             self.ended = True
-        conn.schedule_flush()
+            return None
+        conn.queued(sent)
+        if sent == size:
+            self.ended = last
+            return None
+        return self._write_rest(memoryview(body)[sent:], last)
+
+    async def _write_rest(self, view: memoryview, last: bool) -> None:
+        """The rest of a body the windows held back: sent as WINDOW_UPDATEs and SETTINGS open them and
+        the transport drains; a turn of the loop between chunks lets the connection's other streams
+        have their share of the window."""
+        conn = self.conn
+        h2 = conn.h2
+        stream_id = self.stream_id
+        while view:
+            if conn.flow.write_paused or h2.window(stream_id) <= 0:
+                await self._wait_write()
+            elif len(conn.streams) > 1:
+                await asyncio.sleep(0)
+            if self.disconnected:
+                return
+            if conn.flow.write_paused:
+                continue
+            sent = h2.send_data(stream_id, view[:_FLUSH_SIZE], last and len(view) <= _FLUSH_SIZE)
+            if sent < 0:
+                self.ended = True
+                return
+            view = view[sent:]
+            conn.queued(sent)
+        self.ended = last
 
     def _finish(self) -> None:
         self.response_complete = True
@@ -269,16 +272,25 @@ class H2Stream(ASGIExchange):
 
 
 class H2Protocol(ServerProtocol):
-    """One HTTP/2 connection: h2's events in, frames out, and a task for each stream."""
+    """One HTTP/2 connection: the connection's events in, frames out, and a task for each stream."""
 
     def setup(self) -> None:
         super().setup()
         self.max_head_size: int = self.config.h11_max_incomplete_event_size
         self.max_headers: int = self.config.limit_request_headers
-
-        self.h2c = h2.connection.H2Connection(config=_H2_CONFIG)
+        self.h2 = H2Connection(
+            max_concurrent_streams=MAX_CONCURRENT_STREAMS,
+            stream_window=STREAM_WINDOW,
+            connection_window=CONNECTION_WINDOW,
+            max_header_list_size=self.max_head_size,
+            # MAX_HEADER_LIST_SIZE is advisory: a larger header list gets 431 on its stream, and only
+            # one past twice the limit (a decompression bomb) closes the connection.
+            decoder_limit=max(2 * self.max_head_size, 65536),
+        )
         self.streams: dict[int, H2Stream] = {}
-        self.closing = False  # GOAWAY sent: no new stream; close once the streams in flight are done
+        self.closing = False  # shutting down: close once the streams in flight are done
+        self.final_goaway = False  # the GOAWAY with the last stream served is sent
+        self.ping_timer: asyncio.TimerHandle | None = None
         self.unflushed = 0
         self.flush_scheduled = False
 
@@ -287,26 +299,15 @@ class H2Protocol(ServerProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.attach(transport)
         self.read_addresses()
-        h2c = self.h2c
-        h2c.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-                SettingCodes.MAX_HEADER_LIST_SIZE: self.max_head_size,
-                SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-            },
-        )
-        # MAX_HEADER_LIST_SIZE is advisory: a larger header list gets 431 on its stream, and only one
-        # past twice the limit (a decompression bomb) closes the connection.
-        h2c.decoder.max_header_list_size = max(2 * self.max_head_size, 65536)
-        h2c.initiate_connection()
-        h2c.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
+        self.h2.initiate()
         self.flush()
         self.start_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         for stream in self.streams.values():
             stream.disconnect()
+        if self.ping_timer is not None:
+            self.ping_timer.cancel()
         super().connection_lost(exc)
 
     def eof_received(self) -> None:
@@ -327,111 +328,97 @@ class H2Protocol(ServerProtocol):
         if self.metrics is not None:
             self.metrics.received_bytes += len(data)
         try:
-            events = self.h2c.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            # h2 has queued a GOAWAY with the error's code (PROTOCOL_ERROR, FRAME_SIZE_ERROR, ...).
+            events = self.h2.receive(data)
+        except H2ConnectionError as exc:
             logger.debug("%s - HTTP/2 connection error: %s", self.client_text, exc)
-            output = self.h2c.data_to_send()
-            if isinstance(exc.__cause__, HPACKError) and exc.error_code == ErrorCodes.PROTOCOL_ERROR:
-                output = _with_goaway_code(output, self.h2c.highest_inbound_stream_id)
-            self.transport.write(output)
+            self.flush()
             self.transport.close()
             return
         for event in events:
-            if isinstance(event, h2.events.DataReceived):
-                self.on_data(event)
-            elif isinstance(event, h2.events.RequestReceived):
-                self.on_request(event)
-            elif isinstance(event, h2.events.StreamEnded):
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    stream.more_body = False
-                    stream.wake()
-            elif isinstance(event, h2.events.WindowUpdated):
-                if event.stream_id:
-                    stream = self.streams.get(event.stream_id)
+            kind = type(event)
+            if kind is RequestReceived:
+                self.on_request(event)  # type: ignore[arg-type]
+            elif kind is DataReceived:
+                self.on_data(event)  # type: ignore[arg-type]
+            elif kind is WindowOpened:
+                if event.stream_id:  # type: ignore[union-attr]
+                    stream = self.streams.get(event.stream_id)  # type: ignore[union-attr]
                     if stream is not None:
                         stream.wake_writer()
                 else:
                     self.wake_writers()
-            elif isinstance(event, h2.events.StreamReset):
-                stream = self.streams.get(event.stream_id)
+            elif kind is StreamReset:
+                stream = self.streams.get(event.stream_id)  # type: ignore[union-attr]
                 if stream is not None:
                     stream.disconnect()
-            elif isinstance(event, h2.events.RemoteSettingsChanged):
-                if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
-                    self.wake_writers()
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                # h2 sends nothing after a GOAWAY from the peer: the streams in flight are gone.
-                self.flush()
-                self.transport.close()
-                return
+            elif kind is GoAwayReceived:
+                # The client opens no more streams: the ones in flight finish, then the connection ends.
+                self.closing = True
+                if not self.streams:
+                    self.close()
+                    return
+            elif kind is PingAcked and event.opaque == _SHUTDOWN_PING:  # type: ignore[union-attr]
+                self.send_final_goaway()
         self.flush()
 
     # -- streams
 
-    def on_request(self, event: h2.events.RequestReceived) -> None:
-        stream_id: int = event.stream_id
-        if self.closing or len(self.streams) >= MAX_CONCURRENT_STREAMS:
-            self.reset(stream_id, ErrorCodes.REFUSED_STREAM)
+    def on_request(self, event: RequestReceived) -> None:
+        stream_id = event.stream_id
+        if len(self.streams) >= MAX_CONCURRENT_STREAMS:
+            # The tasks of streams the client reset have not ended yet: refuse, and count it as a reset.
+            self.h2.reset_stream(stream_id, ErrorCode.REFUSED_STREAM)
+            try:
+                self.h2.count_reset()
+            except H2ConnectionError as exc:
+                self.h2.terminate(exc.code, str(exc))
+                self.flush()
+                self.transport.close()
             return
-        method = path = authority = None
-        headers: list[tuple[bytes, bytes]] = []
-        has_host = expect_continue = False
-        size = 0
-        for name, value in event.headers or ():
-            size += len(name) + len(value) + 32  # as SETTINGS_MAX_HEADER_LIST_SIZE counts
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                continue
-            if name == b"host":
-                has_host = True
-            elif name == b"expect":
-                expect_continue = value.lower() == b"100-continue"
-            headers.append((name, value))
-        if size > self.max_head_size or len(headers) > self.max_headers:
+        head = event.head
+        if head.size > self.max_head_size or len(head.headers) > self.max_headers:
             logger.warning("%s: request header list too large", ERROR_BODIES[431].decode())
             self.refuse(event, 431)
             return
-        if method is None or path is None:  # CONNECT (h2 checked every other request has both)
+        if head.method == b"CONNECT":  # not a proxy
             self.refuse(event, 501)
             return
         targets = self.server_state.caches.targets
+        path = head.path
         try:
             parsed = targets.get(path)
             if parsed is None:
                 parsed = parse_target(path)
                 remember(targets, path, parsed)
             path_text, raw_path, query = parsed
-            method_text = method.decode("ascii")
+            method_text = head.method.decode("ascii")
         except (HTTPRequestError, UnicodeDecodeError):
             logger.warning("Invalid HTTP request received.")
             self.refuse(event, 400)
             return
-        if authority is not None and not has_host:
-            headers.insert(0, (b"host", authority))
-        stream = H2Stream(self, stream_id, method_text, path_text, raw_path, query, headers, expect_continue)
+        stream = H2Stream(
+            self, stream_id, method_text, path_text, raw_path, query, list(head.headers), head.expect_continue
+        )
+        if event.ended:
+            stream.more_body = False
         if self.trusted_peer:
             assert self.proxy_trust is not None
             rewrite_from_headers(stream.scope, self.proxy_trust)
         self.streams[stream_id] = stream
-
         self.start_exchange(stream)
 
-    def on_data(self, event: h2.events.DataReceived) -> None:
+    def on_data(self, event: DataReceived) -> None:
         stream = self.streams.get(event.stream_id)
-        length: int = event.flow_controlled_length
+        data = event.data
         if stream is None or stream.disconnected or stream.response_complete:
-            self.acknowledge(event.stream_id, length)  # nobody reads it: give the window back now
+            if data:
+                self.h2.acknowledge(event.stream_id, len(data))  # nobody reads it: give the window back now
             return
-        if event.data:
-            stream.body.append(event.data)
-        stream.unacked += length
+        if data:
+            stream.body.append(data)
+            stream.unacked += len(data)
+        if event.ended:
+            stream.more_body = False
         stream.wake()
 
     def on_response_complete(self, stream: H2Stream) -> None:
@@ -441,7 +428,7 @@ class H2Protocol(ServerProtocol):
         if stream.more_body and not stream.disconnected:
             # The response is complete before the request: ask the client to stop sending it
             # (RFC 9113 section 8.1), and give back the window of what was never read.
-            self.reset(stream.stream_id, ErrorCodes.NO_ERROR)
+            self.reset(stream.stream_id, ErrorCode.NO_ERROR)
         if stream.unacked:
             self.acknowledge(stream.stream_id, stream.unacked)
             stream.unacked = 0
@@ -457,7 +444,8 @@ class H2Protocol(ServerProtocol):
         if self.streams or self.transport.is_closing():
             return
         if self.closing:
-            self.close()
+            if self.final_goaway or self.ping_timer is None:
+                self.close()
         else:
             self.start_idle()
 
@@ -465,34 +453,29 @@ class H2Protocol(ServerProtocol):
         for stream in self.streams.values():
             stream.wake_writer()
 
-    # -- h2 calls
+    # -- frames out
 
     def acknowledge(self, stream_id: int, length: int) -> None:
-        """Give the client back ``length`` bytes of window (h2 sends WINDOW_UPDATE in batches)."""
+        """Give the client back ``length`` bytes of window (WINDOW_UPDATEs go out in batches)."""
         if length and not self.transport.is_closing():
-            try:
-                self.h2c.acknowledge_received_data(length, stream_id)
-            except h2.exceptions.ProtocolError:
-                return  # the connection is closing
+            self.h2.acknowledge(stream_id, length)
             self.schedule_flush()
 
-    def reset(self, stream_id: int, code: ErrorCodes) -> None:
-        try:
-            self.h2c.reset_stream(stream_id, code)
-        except h2.exceptions.ProtocolError:
-            pass  # already closed on both sides, or the connection is closing
-        self.schedule_flush()
+    def reset(self, stream_id: int, code: ErrorCode) -> None:
+        if self.h2.is_open(stream_id) or stream_id in self.h2.streams:
+            self.h2.reset_stream(stream_id, code)
+            self.schedule_flush()
 
-    def refuse(self, event: h2.events.RequestReceived, status: int) -> None:
+    def refuse(self, event: RequestReceived, status: int) -> None:
         """The server's own answer to a request it does not serve; counted by ``--metrics-bind`` like
         the application's answers."""
-        self.respond(
-            event.stream_id, status, ERROR_BODIES[status], request_ended=event.stream_ended is not None
-        )
+        self.respond(event.stream_id, status, ERROR_BODIES[status])
+        if not event.ended:
+            self.reset(event.stream_id, ErrorCode.NO_ERROR)
         if self.metrics is not None:
             self.metrics.count(HTTP2 + status)
 
-    def respond(self, stream_id: int, status: int, body: bytes, request_ended: bool = True) -> None:
+    def respond(self, stream_id: int, status: int, body: bytes) -> None:
         """A response the server makes itself: errors before or instead of the application's."""
         headers = [
             (b":status", _STATUS[status]),
@@ -500,22 +483,25 @@ class H2Protocol(ServerProtocol):
             (b"content-length", b"%d" % len(body)),
             *self.server_state.default_headers,
         ]
-        try:
-            h2c = self.h2c
-            fits = h2c.local_flow_control_window(stream_id) >= len(body)
-            h2c.send_headers(stream_id, headers, end_stream=not fits)
-            if fits:
-                h2c.send_data(stream_id, body, end_stream=True)
-            if not request_ended:
-                h2c.reset_stream(stream_id, ErrorCodes.NO_ERROR)
-        except h2.exceptions.ProtocolError:
-            pass  # reset by the client meanwhile
+        h2 = self.h2
+        fits = h2.window(stream_id) >= len(body)
+        if h2.send_headers(stream_id, headers, end_stream=not fits) and fits:
+            h2.send_data(stream_id, body, end_stream=True)
         self.schedule_flush()
 
+    def queued(self, size: int) -> None:
+        """Body bytes were framed: written at the end of the loop turn, or now past _FLUSH_SIZE."""
+        self.unflushed += size
+        if self.unflushed >= _FLUSH_SIZE:
+            self.flush()
+        elif not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._scheduled_flush)
+
     def flush(self) -> None:
-        """Write every frame h2 has ready, in one call."""
+        """Write every frame ready, in one call."""
         self.unflushed = 0
-        data = self.h2c.data_to_send()
+        data = self.h2.data_to_send()
         if data and not self.transport.is_closing():
             self.transport.write(data)
 
@@ -539,27 +525,37 @@ class H2Protocol(ServerProtocol):
 
     def close(self) -> None:
         """GOAWAY (no error) and close."""
-        try:
-            self.h2c.close_connection()
-        except h2.exceptions.ProtocolError:
-            pass  # h2 already sent or received one
+        if not self.final_goaway:
+            self.h2.terminate(ErrorCode.NO_ERROR)
         self.flush()
         self.transport.close()
 
     def shutdown(self) -> None:
-        """Graceful shutdown: GOAWAY now, so the client opens no new stream here; the streams in flight
-        finish (the server bounds that with --timeout-graceful-shutdown), then the connection closes."""
+        """Graceful shutdown: the client opens no new stream here, the streams in flight finish (the
+        server bounds that with --timeout-graceful-shutdown), then the connection closes."""
         self.stop_keep_alive()
 
     def stop_keep_alive(self) -> None:
+        """RFC 9113 section 6.8: a GOAWAY naming the last stream id there can be, then a PING; once the
+        client answers, every stream it opened before the GOAWAY has arrived, and a second GOAWAY
+        names the last one served. Streams up to it finish, then the connection closes."""
         if self.closing or self.transport.is_closing():
             return
         self.closing = True
-        if not self.streams:
-            self.close()
-            return
-        # Written here, not with h2's close_connection(): after that h2 would send nothing more, not
-        # even the rest of the responses in flight.
+        self.h2.goaway(MAX_STREAM_ID)
+        self.h2.ping(_SHUTDOWN_PING)
         self.flush()
-        goaway = GoAwayFrame(0, last_stream_id=self.h2c.highest_inbound_stream_id, error_code=0)
-        self.transport.write(goaway.serialize())
+        self.ping_timer = self.loop.call_later(_PING_WAIT, self.send_final_goaway)
+
+    def send_final_goaway(self) -> None:
+        if self.final_goaway or self.transport.is_closing():
+            return
+        self.final_goaway = True
+        if self.ping_timer is not None:
+            self.ping_timer.cancel()
+            self.ping_timer = None
+        self.h2.goaway(self.h2.highest_stream_id)
+        if self.streams:
+            self.flush()
+        else:
+            self.close()
