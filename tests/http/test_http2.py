@@ -11,7 +11,6 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 
 from fulmen import Config
 from tests import apps
-from tests.conftest import HTTP_IMPLEMENTATIONS, read_response, recv_until_closed, run_server
+from tests.conftest import HTTP_IMPLEMENTATIONS, read_response, run_server
 
 pytest.importorskip("h2")
 trustme = pytest.importorskip("trustme")
@@ -32,20 +31,12 @@ from h2.settings import SettingCodes  # noqa: E402
 from hpack import Encoder  # noqa: E402
 from hyperframe.frame import (  # noqa: E402
     DataFrame,
-    Frame,
     GoAwayFrame,
     HeadersFrame,
     PingFrame,
     RstStreamFrame,
     SettingsFrame,
 )
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-def h2_client(**kwargs: Any) -> httpx.Client:
-    """httpx speaking HTTP/2 only: prior knowledge over cleartext."""
-    return httpx.Client(http1=False, http2=True, timeout=5, **kwargs)
 
 
 async def echo_scope(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -70,97 +61,7 @@ async def echo_scope(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-class RawH2:
-    """An HTTP/2 client on a plain socket, driven by h2: every read is bounded by a deadline."""
-
-    def __init__(self, port: int, settings: dict[int, int] | None = None) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
-        self.conn = h2.connection.H2Connection(config=config)
-        self.conn.initiate_connection()
-        if settings:
-            self.conn.update_settings(settings)
-        self.events: list[Any] = []
-        self.closed = False
-        self.flush()
-
-    def flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data:
-            self.sock.sendall(data)
-
-    def request(
-        self,
-        path: str = "/",
-        method: str = "GET",
-        headers: list[tuple[bytes, bytes]] | None = None,
-        end: bool = True,
-    ) -> int:
-        stream_id: int = self.conn.get_next_available_stream_id()
-        base = [
-            (b":method", method.encode()),
-            (b":path", path.encode()),
-            (b":scheme", b"http"),
-            (b":authority", b"t"),
-        ]
-        self.conn.send_headers(stream_id, base + (headers or []), end_stream=end)
-        self.flush()
-        return stream_id
-
-    def read_until(self, done: Callable[[list[Any]], bool], timeout: float = 5.0) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        while not done(self.events) and not self.closed and time.monotonic() < deadline:
-            self.flush()  # what done() acknowledged
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                break
-            except ConnectionResetError:  # closed with bytes of ours unread
-                self.closed = True
-                break
-            if not data:
-                self.closed = True
-                break
-            self.events += self.conn.receive_data(data)
-            self.flush()
-        return self.events
-
-    def of(self, kind: type, stream_id: int | None = None) -> list[Any]:
-        return [
-            e for e in self.events if isinstance(e, kind) and (stream_id is None or e.stream_id == stream_id)
-        ]
-
-    def response(self, stream_id: int, timeout: float = 5.0) -> tuple[dict[bytes, bytes], bytes]:
-        """The headers and body of a stream's response, acknowledging the data as it arrives."""
-        body = b""
-        seen = 0
-
-        def ended(events: list[Any]) -> bool:
-            nonlocal seen, body
-            for event in events[seen:]:
-                if isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
-                    body += event.data
-                    self.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
-            seen = len(events)
-            return any(
-                isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == stream_id
-                for e in events
-            )
-
-        self.read_until(ended, timeout)
-        headers = next(
-            e for e in self.events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id
-        )
-        return dict(headers.headers), body
-
-    def goaway(self) -> Any:
-        events = self.of(h2.events.ConnectionTerminated)
-        return events[0] if events else None
-
-    def close(self) -> None:
-        self.sock.close()
-
+from tests.http.h2_helpers import PREFACE, RawH2, frames_until, h2_client, read_frames  # noqa: E402
 
 # -- basics
 
@@ -614,47 +515,6 @@ def test_idle_connection_gets_goaway_after_keep_alive_timeout() -> None:
         assert client.closed and 0.2 < time.monotonic() - started < 2
         assert client.goaway() is not None and client.goaway().error_code == ErrorCodes.NO_ERROR
         client.close()
-
-
-def read_frames(sock: socket.socket, timeout: float) -> tuple[list[Any], bool]:
-    """Every frame until the server closes (True) or ``timeout`` passes. Parsed with hyperframe, not h2:
-    h2 as a client processes nothing after a GOAWAY, even the responses to streams in flight."""
-    data, closed = recv_until_closed(sock, timeout)
-    frames = []
-    while len(data) >= 9:
-        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        frame.parse_body(memoryview(data[9 : 9 + length]))
-        frames.append(frame)
-        data = data[9 + length :]
-    return frames, closed
-
-
-def parse_frames(data: bytes) -> tuple[list[Any], bytes]:
-    """The whole frames in ``data``, and the bytes of an incomplete one."""
-    frames = []
-    while len(data) >= 9:
-        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        if len(data) < 9 + length:
-            break
-        frame.parse_body(memoryview(data[9 : 9 + length]))
-        frames.append(frame)
-        data = data[9 + length :]
-    return frames, data
-
-
-def frames_until(sock: socket.socket, done: Callable[[list[Any]], bool], timeout: float = 5) -> list[Any]:
-    """Frames read until ``done(frames)`` or ``timeout``; a RuntimeError if the server closes first."""
-    frames: list[Any] = []
-    rest = b""
-    deadline = time.monotonic() + timeout
-    while not done(frames):
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise RuntimeError(f"closed; frames: {frames}")
-        new, rest = parse_frames(rest + chunk)
-        frames += new
-    return frames
 
 
 def test_graceful_shutdown_finishes_streams_in_flight() -> None:
