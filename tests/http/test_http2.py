@@ -36,6 +36,7 @@ from hyperframe.frame import (  # noqa: E402
     PingFrame,
     RstStreamFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 
 
@@ -61,7 +62,16 @@ async def echo_scope(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-from tests.http.h2_helpers import PREFACE, RawH2, frames_until, h2_client, read_frames  # noqa: E402
+from tests.http.h2_helpers import (  # noqa: E402
+    PREFACE,
+    FrameReader,
+    RawH2,
+    frames_until,
+    h2_client,
+    raw_connect,
+    read_frames,
+    request_frame,
+)
 
 # -- basics
 
@@ -566,3 +576,46 @@ def test_graceful_shutdown_is_bounded() -> None:
         _, closed = read_frames(client.sock, timeout=2)
         assert closed
         client.close()
+
+
+def test_graceful_shutdown_lets_a_large_response_finish() -> None:
+    """A 1 MiB response in flight when the server stops arrives whole before the connection closes."""
+    size = 1 << 20
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(16):
+            await send({"type": "http.response.body", "body": b"z" * (size // 16), "more_body": True})
+            await asyncio.sleep(0.02)
+        await send({"type": "http.response.body", "body": b""})
+
+    with run_server(app, http2=True, timeout_graceful_shutdown=10) as server:
+        sock = raw_connect(server.port, {SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        sock.sendall(WindowUpdateFrame(0, window_increment=2**31 - 65536).serialize() + request_frame(1))
+        reader = FrameReader(sock)
+        reader.until(lambda fs: any(isinstance(f, DataFrame) for f in fs))
+        server.server.should_exit = True
+        reader.until(lambda fs: any(isinstance(f, PingFrame) and "ACK" not in f.flags for f in fs))
+        ping = next(f for f in reader.frames if isinstance(f, PingFrame) and "ACK" not in f.flags)
+        sock.sendall(PingFrame(0, ping.opaque_data, flags=["ACK"]).serialize())
+        frames = reader.within(5)
+        sock.close()
+    assert reader.closed
+    assert sum(len(f.data) for f in frames if isinstance(f, DataFrame)) == size
+    assert "END_STREAM" in [f for f in frames if isinstance(f, DataFrame)][-1].flags
+    assert [f.last_stream_id for f in frames if isinstance(f, GoAwayFrame)] == [2**31 - 1, 1]
+
+
+def test_limit_max_requests_refuses_the_streams_beyond() -> None:
+    with run_server(apps.hello, http2=True, limit_max_requests=3) as server:
+        sock = raw_connect(server.port)
+        sock.sendall(b"".join(request_frame(stream_id) for stream_id in (1, 3, 5, 7, 9)))
+        reader = FrameReader(sock)
+        frames = reader.within(3)
+        sock.close()
+        server.thread.join(5)
+        assert not server.thread.is_alive()
+    served = {f.stream_id for f in frames if isinstance(f, DataFrame) and "END_STREAM" in f.flags}
+    refused = {f.stream_id for f in frames if isinstance(f, RstStreamFrame) and f.error_code == 7}
+    assert served == {1, 3, 5} and refused == {7, 9} and reader.closed
+    assert [f.last_stream_id for f in frames if isinstance(f, GoAwayFrame)] == [9]

@@ -291,6 +291,7 @@ class H2Protocol(ServerProtocol):
         self.closing = False  # shutting down: close once the streams in flight are done
         self.final_goaway = False  # the GOAWAY with the last stream served is sent
         self.ping_timer: asyncio.TimerHandle | None = None
+        self.refusing = False  # --limit-max-requests reached: new streams are refused
         self.unflushed = 0
         self.flush_scheduled = False
 
@@ -365,6 +366,9 @@ class H2Protocol(ServerProtocol):
 
     def on_request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id
+        if self.refusing:
+            self.h2.reset_stream(stream_id, ErrorCode.REFUSED_STREAM)
+            return
         if len(self.streams) >= MAX_CONCURRENT_STREAMS:
             # The tasks of streams the client reset have not ended yet: refuse, and count it as a reset.
             self.h2.reset_stream(stream_id, ErrorCode.REFUSED_STREAM)
@@ -531,14 +535,10 @@ class H2Protocol(ServerProtocol):
         self.transport.close()
 
     def shutdown(self) -> None:
-        """Graceful shutdown: the client opens no new stream here, the streams in flight finish (the
-        server bounds that with --timeout-graceful-shutdown), then the connection closes."""
-        self.stop_keep_alive()
-
-    def stop_keep_alive(self) -> None:
-        """RFC 9113 section 6.8: a GOAWAY naming the last stream id there can be, then a PING; once the
-        client answers, every stream it opened before the GOAWAY has arrived, and a second GOAWAY
-        names the last one served. Streams up to it finish, then the connection closes."""
+        """Graceful shutdown (RFC 9113 section 6.8): a GOAWAY naming the last stream id there can be,
+        then a PING; once the client answers, every stream it opened before the GOAWAY has arrived,
+        and a second GOAWAY names the last one served. Streams up to it finish (the server bounds
+        that with --timeout-graceful-shutdown), then the connection closes."""
         if self.closing or self.transport.is_closing():
             return
         self.closing = True
@@ -546,6 +546,15 @@ class H2Protocol(ServerProtocol):
         self.h2.ping(_SHUTDOWN_PING)
         self.flush()
         self.ping_timer = self.loop.call_later(_PING_WAIT, self.send_final_goaway)
+
+    def stop_keep_alive(self) -> None:
+        """--limit-max-requests reached: no stream beyond the ones started is served. The client's
+        later streams are refused (REFUSED_STREAM: it may retry them elsewhere), the GOAWAY names the
+        last one, and the connection closes once the streams in flight are done."""
+        if self.closing or self.transport.is_closing():
+            return
+        self.closing = self.refusing = True
+        self.send_final_goaway()
 
     def send_final_goaway(self) -> None:
         if self.final_goaway or self.transport.is_closing():
