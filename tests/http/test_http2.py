@@ -4,10 +4,12 @@ prior knowledge), and raw frames from h2 (or hand-made) for flow control, limits
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -19,6 +21,7 @@ import pytest
 from fulmen import Config
 from tests import apps
 from tests.conftest import HTTP_IMPLEMENTATIONS, read_response, run_server
+from tests.system_tools import require_command
 
 pytest.importorskip("h2")
 trustme = pytest.importorskip("trustme")
@@ -68,6 +71,7 @@ from tests.http.h2_helpers import (  # noqa: E402
     RawH2,
     frames_until,
     h2_client,
+    parse_frames,
     raw_connect,
     read_frames,
     request_frame,
@@ -619,3 +623,72 @@ def test_limit_max_requests_refuses_the_streams_beyond() -> None:
     refused = {f.stream_id for f in frames if isinstance(f, RstStreamFrame) and f.error_code == 7}
     assert served == {1, 3, 5} and refused == {7, 9} and reader.closed
     assert [f.last_stream_id for f in frames if isinstance(f, GoAwayFrame)] == [9]
+
+
+# -- Upgrade: h2c
+
+
+def _upgrade_request(settings: bytes = b"", extra: bytes = b"") -> bytes:
+    encoded = base64.urlsafe_b64encode(settings).rstrip(b"=")
+    return (
+        b"GET /up?x=1 HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: " + encoded + b"\r\n" + extra + b"\r\n"
+    )
+
+
+@pytest.mark.parametrize("http_impl", HTTP_IMPLEMENTATIONS)
+def test_h2c_upgrade_serves_the_request_as_stream_1(http_impl: str) -> None:
+    with run_server(echo_scope, http2=True, http=http_impl) as server, server.connect() as sock:
+        settings = SettingsFrame(0, settings={SettingCodes.INITIAL_WINDOW_SIZE: 100_000}).serialize()[9:]
+        sock.sendall(_upgrade_request(settings) + PREFACE + SettingsFrame(0).serialize())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 ") and b"upgrade: h2c" in head.lower()
+        reader = FrameReader(sock)
+        reader.frames, reader.rest = parse_frames(rest)
+        frames = reader.until(
+            lambda fs: any(isinstance(f, DataFrame) and "END_STREAM" in f.flags for f in fs)
+        )
+        body = json.loads(b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1))
+        assert body["http_version"] == "2" and body["path"] == "/up" and body["query_string"] == "x=1"
+        # The connection goes on in HTTP/2.
+        sock.sendall(request_frame(3, path=b"/next"))
+        frames = reader.until(lambda fs: any(isinstance(f, DataFrame) and f.stream_id == 3 for f in fs))
+        assert not any(isinstance(f, GoAwayFrame) for f in frames)
+
+
+def test_h2c_upgrade_with_curl() -> None:
+    curl = require_command("curl", "curl")
+    with run_server(echo_scope, http2=True) as server:
+        result = subprocess.run(
+            [curl, "-sS", "--http2", "-o", "-", "-w", "\n%{http_version}", server.url + "/c"],
+            capture_output=True,
+            timeout=10,
+        )
+    body, _, version = result.stdout.rpartition(b"\n")
+    assert result.returncode == 0 and version == b"2" and json.loads(body)["http_version"] == "2"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        _upgrade_request(extra=b"Content-Length: 2\r\n") + b"ok",  # a body: served in HTTP/1.1
+        _upgrade_request().replace(b"HTTP2-Settings: \r\n", b""),  # no HTTP2-Settings
+        _upgrade_request(b"12345"),  # settings not a multiple of 6 bytes
+    ],
+    ids=["with-body", "no-settings", "bad-settings"],
+)
+def test_h2c_upgrade_not_possible_is_served_in_http11(request_bytes: bytes) -> None:
+    with run_server(echo_scope, http2=True) as server, server.connect() as sock:
+        sock.sendall(request_bytes)
+        status, _, body = read_response(sock)
+    assert status == 200 and json.loads(body)["http_version"] == "1.1"
+
+
+def test_h2c_upgrade_needs_http2() -> None:
+    with run_server(echo_scope) as server, server.connect() as sock:
+        sock.sendall(_upgrade_request(b""))
+        status, _, body = read_response(sock)
+    assert status == 200 and json.loads(body)["http_version"] == "1.1"

@@ -13,6 +13,8 @@ graceful shutdown and the access log. The order of messages and the response che
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -68,6 +70,30 @@ _STATUS = {status: str(status).encode() for status in range(100, 600)}
 #: section 8.2.2), so an application's are dropped (an app written for HTTP/1.1 may send them).
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _SPECIAL_NAMES = _HOP_BY_HOP | {b"content-length", b"server", b"date"}
+
+
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+
+
+def h2c_settings(scope: dict[str, Any]) -> bytes | None:
+    """The SETTINGS payload of an ``Upgrade: h2c`` request that may switch to HTTP/2 (RFC 7540 section
+    3.2): in cleartext, one valid ``HTTP2-Settings`` header, and no body (a body would have to be read
+    in HTTP/1.1 first). None: the request is served in HTTP/1.1, as the upgrade is optional."""
+    if scope["scheme"] != "http":
+        return None
+    found = []
+    for name, value in scope["headers"]:
+        if name == b"http2-settings":
+            found.append(value)
+        elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return None
+    if len(found) != 1:
+        return None
+    try:
+        settings = base64.urlsafe_b64decode(found[0] + b"=" * (-len(found[0]) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return settings if len(settings) % 6 == 0 else None
 
 
 class H2Stream(ASGIExchange):
@@ -303,6 +329,43 @@ class H2Protocol(ServerProtocol):
         self.h2.initiate()
         self.flush()
         self.start_idle()
+
+    def accept_upgrade(
+        self, transport: asyncio.Transport, scope: dict[str, Any], settings: bytes, trailing: bytes
+    ) -> None:
+        """Take over from HTTP/1.1 after an ``Upgrade: h2c`` request: 101, the server's SETTINGS, and
+        the request served as stream 1 (its scope already made, forwarding headers applied)."""
+        self.attach(transport)
+        self.read_addresses()
+        transport.write(_SWITCHING)
+        try:
+            self.h2.upgrade(settings)
+        except H2ConnectionError as exc:
+            logger.debug("%s - HTTP/2 connection error: %s", self.client_text, exc)
+            self.h2.terminate(exc.code, str(exc))
+            self.flush()
+            transport.close()
+            return
+        self.h2.initiate()
+        self.flush()
+        root = len(self.root_path)
+        stream = H2Stream(
+            self,
+            1,
+            scope["method"],
+            scope["path"][root:],
+            scope["raw_path"][root:],
+            scope["query_string"],
+            scope["headers"],
+            False,
+        )
+        scope["http_version"] = "2"
+        stream.scope = scope
+        stream.more_body = False
+        self.streams[1] = stream
+        self.start_exchange(stream)
+        if trailing:
+            self.data_received(trailing)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for stream in self.streams.values():
