@@ -32,6 +32,7 @@ from fulmen.http.h2_connection import (
     WindowOpened,
 )
 from fulmen.http.h2_frames import MAX_STREAM_ID, ErrorCode, H2ConnectionError
+from fulmen.http.h2_websocket import StreamTransport, handshake_headers
 from fulmen.http.request_head import HTTPRequestError
 from fulmen.http.target import parse_target
 from fulmen.metrics.recorder import HTTP2
@@ -215,12 +216,14 @@ class H2Stream(ASGIExchange):
             lname = names.get(name)
             if lname is None:
                 lname = header_name(name, caches)
-            value = bytes(raw_value)
+            value = raw_value if type(raw_value) is bytes else bytes(raw_value)
             if value not in checked:
                 check_header_value(value, caches)
             if lname in _SPECIAL_NAMES:
                 if lname == b"content-length":
-                    length = content_length(value, caches)
+                    length = caches.content_lengths.get(value, -1)
+                    if length < 0:
+                        length = content_length(value, caches)
                 elif lname in _HOP_BY_HOP:
                     continue
                 else:  # server, date: the application's replace the defaults
@@ -304,6 +307,7 @@ class H2Protocol(ServerProtocol):
         super().setup()
         self.max_head_size: int = self.config.h11_max_incomplete_event_size
         self.max_headers: int = self.config.limit_request_headers
+        self.ws_protocol_class: Any = self.config.ws_protocol_class
         self.h2 = H2Connection(
             max_concurrent_streams=MAX_CONCURRENT_STREAMS,
             stream_window=STREAM_WINDOW,
@@ -312,8 +316,10 @@ class H2Protocol(ServerProtocol):
             # MAX_HEADER_LIST_SIZE is advisory: a larger header list gets 431 on its stream, and only
             # one past twice the limit (a decompression bomb) closes the connection.
             decoder_limit=max(2 * self.max_head_size, 65536),
+            connect_protocol=self.ws_protocol_class is not None,  # RFC 8441: WebSockets over HTTP/2
         )
         self.streams: dict[int, H2Stream] = {}
+        self.tunnels: dict[int, StreamTransport] = {}  # WebSocket streams (extended CONNECT)
         self.closing = False  # shutting down: close once the streams in flight are done
         self.final_goaway = False  # the GOAWAY with the last stream served is sent
         self.ping_timer: asyncio.TimerHandle | None = None
@@ -370,6 +376,8 @@ class H2Protocol(ServerProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         for stream in self.streams.values():
             stream.disconnect()
+        for tunnel in list(self.tunnels.values()):
+            tunnel.connection_lost()
         if self.ping_timer is not None:
             self.ping_timer.cancel()
         super().connection_lost(exc)
@@ -415,10 +423,12 @@ class H2Protocol(ServerProtocol):
                 stream = self.streams.get(event.stream_id)  # type: ignore[union-attr]
                 if stream is not None:
                     stream.disconnect()
+                elif event.stream_id in self.tunnels:  # type: ignore[union-attr]
+                    self.tunnels[event.stream_id].connection_lost()  # type: ignore[union-attr]
             elif kind is GoAwayReceived:
                 # The client opens no more streams: the ones in flight finish, then the connection ends.
                 self.closing = True
-                if not self.streams:
+                if not self.streams and not self.tunnels:
                     self.close()
                     return
             elif kind is PingAcked and event.opaque == _SHUTDOWN_PING:  # type: ignore[union-attr]
@@ -447,8 +457,11 @@ class H2Protocol(ServerProtocol):
             logger.warning("%s: request header list too large", ERROR_BODIES[431].decode())
             self.refuse(event, 431)
             return
-        if head.method == b"CONNECT":  # not a proxy
-            self.refuse(event, 501)
+        if head.method == b"CONNECT":
+            if head.protocol == b"websocket" and self.ws_protocol_class is not None:
+                self.open_websocket(event)
+            else:  # not a proxy
+                self.refuse(event, 501)
             return
         targets = self.server_state.caches.targets
         path = head.path
@@ -477,6 +490,10 @@ class H2Protocol(ServerProtocol):
     def on_data(self, event: DataReceived) -> None:
         stream = self.streams.get(event.stream_id)
         data = event.data
+        if stream is None and event.stream_id in self.tunnels:
+            if data:
+                self.tunnels[event.stream_id].data_received(data)
+            return
         if stream is None or stream.disconnected or stream.response_complete:
             if data:
                 self.h2.acknowledge(event.stream_id, len(data))  # nobody reads it: give the window back now
@@ -502,13 +519,15 @@ class H2Protocol(ServerProtocol):
             stream.body = []
         self.schedule_flush()
 
-    def on_stream_done(self, stream: H2Stream) -> None:
-        """The stream's task has ended: forget the stream, and close if shutting down."""
-        self.streams.pop(stream.stream_id, None)
-        if stream.unacked:
-            self.acknowledge(stream.stream_id, stream.unacked)
-            stream.unacked = 0
-        if self.streams or self.transport.is_closing():
+    def on_stream_done(self, stream: H2Stream | None) -> None:
+        """A stream's task (or a WebSocket stream) has ended: forget the stream, and close if shutting
+        down."""
+        if stream is not None:
+            self.streams.pop(stream.stream_id, None)
+            if stream.unacked:
+                self.acknowledge(stream.stream_id, stream.unacked)
+                stream.unacked = 0
+        if self.streams or self.tunnels or self.transport.is_closing():
             return
         if self.closing:
             if self.final_goaway or self.ping_timer is None:
@@ -519,6 +538,49 @@ class H2Protocol(ServerProtocol):
     def wake_writers(self) -> None:
         for stream in self.streams.values():
             stream.wake_writer()
+        for tunnel in list(self.tunnels.values()):
+            tunnel.pump()
+
+    def open_websocket(self, event: RequestReceived) -> None:
+        """An extended CONNECT with ``:protocol websocket``: the stream is given to a WebSocket session
+        (``--ws``), as an HTTP/1.1 upgrade would be."""
+        head = event.head
+        targets = self.server_state.caches.targets
+        try:
+            parsed = targets.get(head.path)
+            if parsed is None:
+                parsed = parse_target(head.path)
+                remember(targets, head.path, parsed)
+        except HTTPRequestError:
+            self.refuse(event, 400)
+            return
+        path, raw_path, query = parsed
+        headers = list(head.headers)
+        scope = self.scope_template.copy()
+        del scope["method"]
+        scope["path"] = self.root_path + path
+        scope["raw_path"] = self.root_path_bytes + raw_path
+        scope["query_string"] = query
+        scope["headers"] = handshake_headers(headers)
+        scope["state"] = self.app_state.copy()
+        if self.trusted_peer:
+            assert self.proxy_trust is not None
+            rewrite_from_headers(scope, self.proxy_trust)
+        scope["type"] = "websocket"
+        scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"  # after any X-Forwarded-Proto
+        tunnel = StreamTransport(self, event.stream_id)
+        self.tunnels[event.stream_id] = tunnel
+        session = self.ws_protocol_class(
+            config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
+        )
+        tunnel.set_protocol(session)
+        # The session checks the handshake as HTTP/1.1's; the application sees the request as it came.
+        session.accept_upgrade(tunnel, scope, b"")
+        scope["http_version"] = "2"
+        scope["headers"] = headers
+
+    def on_tunnel_done(self) -> None:
+        self.on_stream_done(None)
 
     # -- frames out
 
@@ -585,7 +647,7 @@ class H2Protocol(ServerProtocol):
     # -- timeouts, shutdown
 
     def busy(self) -> bool:
-        return bool(self.streams)
+        return bool(self.streams or self.tunnels)
 
     def close_idle(self) -> None:
         self.close()
@@ -627,7 +689,7 @@ class H2Protocol(ServerProtocol):
             self.ping_timer.cancel()
             self.ping_timer = None
         self.h2.goaway(self.h2.highest_stream_id)
-        if self.streams:
+        if self.streams or self.tunnels:
             self.flush()
         else:
             self.close()
