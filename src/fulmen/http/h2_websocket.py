@@ -13,14 +13,12 @@ as HTTP/1.1 bytes, becomes the stream's HEADERS (101 becomes 200, RFC 8441 secti
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from fulmen.http.h2_connection import H2Connection
 from fulmen.http.h2_frames import ErrorCode
 from fulmen.http.h2_hpack import CONNECTION_HEADERS
 from fulmen.protocols.flow_control import HIGH_WATER_LIMIT
-
-if TYPE_CHECKING:
-    from fulmen.http.h2_impl import H2Protocol
 
 #: The fields of an HTTP/1.1 upgrade that an extended CONNECT does not carry, for the session's check:
 #: the key only makes the session compute an accept value, which the translation drops.
@@ -42,10 +40,25 @@ def handshake_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, b
     return headers + extra
 
 
+class TunnelOwner(Protocol):
+    """What a stream transport uses of its connection (an ``H2Protocol``)."""
+
+    h2: H2Connection
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    tunnels: dict[int, StreamTransport]
+
+    def acknowledge(self, stream_id: int, length: int) -> None: ...
+    def reset(self, stream_id: int, code: ErrorCode) -> None: ...
+    def queued(self, size: int) -> None: ...
+    def schedule_flush(self) -> None: ...
+    def on_tunnel_done(self) -> None: ...
+
+
 class StreamTransport(asyncio.Transport):
     """One extended CONNECT stream as the WebSocket session's transport."""
 
-    def __init__(self, conn: H2Protocol, stream_id: int) -> None:
+    def __init__(self, conn: TunnelOwner, stream_id: int) -> None:
         super().__init__()
         self.conn = conn
         self.stream_id = stream_id
