@@ -366,6 +366,10 @@ def test_trailers_end_the_request_and_must_end_the_stream() -> None:
         HeadersFrame(3, block([(b"x", b"1")]), flags=["END_HEADERS"]).serialize()
     )
     assert peer.resets() == [(3, PROTOCOL_ERROR)]
+    for stream_id, trailers in ((5, [(b":path", b"/")]), (7, [(b"X-Up", b"1")])):
+        peer.feed(headers(stream_id, end_stream=False))
+        peer.feed(HeadersFrame(stream_id, block(trailers), flags=["END_HEADERS", "END_STREAM"]).serialize())
+        assert peer.resets()[-1] == (stream_id, PROTOCOL_ERROR)
 
 
 def test_window_updates_and_settings_reopen_sending() -> None:

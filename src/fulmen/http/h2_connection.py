@@ -58,7 +58,7 @@ from fulmen.http.h2_frames import (
     unpack_u32,
     window_update_frame,
 )
-from fulmen.http.h2_hpack import RequestDecoder, RequestHead, encode_headers
+from fulmen.http.h2_hpack import RequestDecoder, RequestHead, check_trailers, encode_headers
 
 #: Streams the client may reset (or have refused) beyond the ones served, before the connection ends
 #: with ENHANCE_YOUR_CALM: a browser cancels some requests, a rapid-reset flood cancels all.
@@ -399,11 +399,12 @@ class H2Connection:
         ended = self.block_ended
         stream = self.streams.get(stream_id)
         if stream is not None:
-            self.decoder.decode_trailers(block)
+            fields = self.decoder.decode_trailers(block)
             if not stream.remote_open:
                 raise H2StreamError(stream_id, ErrorCode.STREAM_CLOSED, "HEADERS on a half-closed stream")
             if not ended:
                 raise H2StreamError(stream_id, ErrorCode.PROTOCOL_ERROR, "trailers without END_STREAM")
+            check_trailers(fields, stream_id)
             if stream.expected >= 0 and stream.received != stream.expected:
                 raise H2StreamError(
                     stream_id, ErrorCode.PROTOCOL_ERROR, "body length differs from content-length"

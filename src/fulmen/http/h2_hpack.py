@@ -96,15 +96,23 @@ class RequestDecoder:
             blocks[block] = head
         return head
 
-    def decode_trailers(self, block: bytes) -> None:
-        """Request trailers: decoded to keep the compression state; ASGI has no place for them."""
+    def decode_trailers(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        """A block that is not a request head (trailers, or a block on a closed stream): decoded to
+        keep the compression state."""
         self.blocks.clear()
         try:
-            self.decoder.decode(block, raw=True)
+            return self.decoder.decode(block, raw=True)  # type: ignore[return-value]
         except OversizedHeaderListError as exc:
             raise H2ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "header list too large") from exc
         except HPACKDecodingError as exc:
             raise H2ConnectionError(ErrorCode.COMPRESSION_ERROR, f"HPACK: {exc}") from exc
+
+
+def check_trailers(fields: list[tuple[bytes, bytes]], stream_id: int) -> None:
+    """Trailers carry no pseudo-header field, and follow the name rules (RFC 9113 section 8.1)."""
+    for name, _ in fields:
+        if not name or name[:1] == b":" or name.translate(None, _BAD_NAME_BYTES) != name:
+            raise H2StreamError(stream_id, ErrorCode.PROTOCOL_ERROR, f"malformed trailers: {name!r}")
 
 
 def check_request(fields: list[tuple[bytes, bytes]], stream_id: int) -> RequestHead:
