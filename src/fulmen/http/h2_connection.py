@@ -166,9 +166,12 @@ class H2Connection:
         max_header_list_size: int = 65536,
         decoder_limit: int = 65536,
         connect_protocol: bool = False,
+        field_cache: dict[tuple[bytes, bytes], bytes] | None = None,
     ) -> None:
         """``max_header_list_size`` is advertised; ``decoder_limit``, past which a header block ends the
-        connection, is what the server can afford to decode (a larger list it still answers)."""
+        connection, is what the server can afford to decode (a larger list it still answers).
+        ``field_cache``: the encoded response fields, shared by a server's connections."""
+        self.field_cache = {} if field_cache is None else field_cache
         self.max_concurrent_streams = max_concurrent_streams
         self.stream_window = stream_window
         self.connection_window = connection_window
@@ -596,10 +599,13 @@ class H2Connection:
         self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool = False
     ) -> bool:
         """A response head (or trailers, or a 1xx); False when the stream is closed."""
+        return self.send_block(stream_id, encode_headers(headers, self.field_cache), end_stream)
+
+    def send_block(self, stream_id: int, block: bytes, end_stream: bool = False) -> bool:
+        """:meth:`send_headers` with the fields already encoded (``h2_hpack.encode_headers``)."""
         stream = self.streams.get(stream_id)
         if stream is None or not stream.local_open:
             return False
-        block = encode_headers(headers)
         size = len(block)
         limit = self.peer_max_frame_size
         flags = END_STREAM if end_stream else 0

@@ -21,6 +21,7 @@ from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
 
+from fulmen.caches import MAX_ENTRIES
 from fulmen.http.h2_frames import ErrorCode, H2ConnectionError, H2StreamError
 
 #: Connection-specific fields of HTTP/1.1, malformed in an HTTP/2 request (section 8.2.2).
@@ -192,9 +193,7 @@ def check_request(fields: list[tuple[bytes, bytes]], stream_id: int) -> RequestH
 
 _huffman = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
 _STATIC = HeaderTable.STATIC_TABLE_MAPPING
-_MAX_CACHED_FIELDS = 1024
 _MAX_CACHED_FIELD_SIZE = 256
-_fields: dict[tuple[bytes, bytes], bytes] = {}
 
 
 def _string(data: bytes) -> bytes:
@@ -210,13 +209,9 @@ def _with_flag(prefix: bytearray) -> bytearray:
     return prefix
 
 
-def encode_field(name: bytes, value: bytes) -> bytes:
+def encode_field(name: bytes, value: bytes, cache: dict[tuple[bytes, bytes], bytes]) -> bytes:
     """One field's bytes: a static table index, or a literal not indexed (with a static name when the
-    table has the name)."""
-    key = (name, value)
-    encoded = _fields.get(key)
-    if encoded is not None:
-        return encoded
+    table has the name); remembered in ``cache``."""
     match = _STATIC.get(name)
     if match is not None:
         index = match[1].get(value)
@@ -227,17 +222,17 @@ def encode_field(name: bytes, value: bytes) -> bytes:
     else:
         encoded = b"\x00" + _string(name) + _string(value)
     if len(name) + len(value) <= _MAX_CACHED_FIELD_SIZE:
-        if len(_fields) >= _MAX_CACHED_FIELDS:
-            _fields.clear()
-        _fields[key] = encoded
+        if len(cache) >= MAX_ENTRIES:
+            cache.clear()
+        cache[(name, value)] = encoded
     return encoded
 
 
-def encode_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
-    """A response header block (names already lower-case and checked)."""
-    fields = _fields
+def encode_headers(headers: list[tuple[bytes, bytes]], cache: dict[tuple[bytes, bytes], bytes]) -> bytes:
+    """A response header block (names already lower-case and checked); each field's bytes are looked
+    up in ``cache`` first (the server's ``HTTPCaches.h2_fields``)."""
     parts = []
     for field in headers:
-        encoded = fields.get(field)
-        parts.append(encoded if encoded is not None else encode_field(*field))
+        encoded = cache.get(field)
+        parts.append(encoded if encoded is not None else encode_field(field[0], field[1], cache))
     return b"".join(parts)

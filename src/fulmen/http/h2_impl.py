@@ -20,7 +20,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from fulmen.access_log import log_access
-from fulmen.caches import remember
+from fulmen.caches import MAX_ENTRIES, remember
 from fulmen.forwarding import rewrite_from_headers
 from fulmen.http.h2_connection import (
     DataReceived,
@@ -32,6 +32,7 @@ from fulmen.http.h2_connection import (
     WindowOpened,
 )
 from fulmen.http.h2_frames import MAX_STREAM_ID, ErrorCode, H2ConnectionError
+from fulmen.http.h2_hpack import encode_headers
 from fulmen.http.h2_websocket import StreamTransport, handshake_headers
 from fulmen.http.request_head import HTTPRequestError
 from fulmen.http.target import parse_target
@@ -71,6 +72,9 @@ _STATUS = {status: str(status).encode() for status in range(100, 600)}
 #: section 8.2.2), so an application's are dropped (an app written for HTTP/1.1 may send them).
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _SPECIAL_NAMES = _HOP_BY_HOP | {b"content-length", b"server", b"date"}
+#: A checked response head: its status, its fields encoded, its content length (-1: none) and the
+#: default headers the application's replace.
+_Head = tuple[int, bytes, int, frozenset[bytes]]
 
 
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
@@ -187,10 +191,41 @@ class H2Stream(ASGIExchange):
     # -- the response on the wire
 
     def start_response(self, status: Any, headers: Any) -> None:
-        headers = self._build_headers(status, headers)
+        conn = self.conn
+        caches = conn.server_state.caches
+        heads = caches.h2_heads
+        key: tuple[object, ...] | None = None
+        head = None
+        if type(headers) is list or type(headers) is tuple:  # not an iterator, which a key would consume
+            try:
+                key = (status, *headers)
+                head = heads.get(key)
+            except TypeError:  # unhashable (lists for pairs, bytearray values): checked every time
+                key = None
+        if head is None:
+            head = self._check_head(status, headers)
+            if key is not None:
+                if len(heads) >= MAX_ENTRIES:
+                    heads.clear()
+                heads[key] = head
+        self.status, block, length, replaced = head
+        if replaced:
+            defaults = encode_headers(
+                [field for field in conn.server_state.default_headers if field[0] not in replaced],
+                caches.h2_fields,
+            )
+        else:
+            if conn.server_state.default_headers is not conn.default_source:
+                conn.default_source = conn.server_state.default_headers
+                conn.default_block = encode_headers(conn.default_source, caches.h2_fields)
+            defaults = conn.default_block
+        if not body_allowed(self.status, self.head_request):
+            self.remaining = 0
+        elif length >= 0:
+            self.remaining = length
         self.ended = self.remaining == 0  # HEAD, 204 and 304: the headers are the whole response
-        self.conn.h2.send_headers(self.stream_id, headers, end_stream=self.ended)
-        self.conn.schedule_flush()
+        conn.h2.send_block(self.stream_id, block + defaults, end_stream=self.ended)
+        conn.schedule_flush()
 
     def send_body(self, body: bytes) -> Awaitable[None] | None:
         return self._write(body, False)
@@ -202,22 +237,19 @@ class H2Stream(ASGIExchange):
             return None
         return self._finish_after(waiting)
 
-    def _build_headers(self, status: Any, headers: Any) -> list[tuple[bytes, bytes]]:
+    def _check_head(self, status: Any, headers: Any) -> _Head:
+        """The response head checked, its fields lower-cased and encoded (without the server's default
+        headers, which change every second); remembered by the caller for the same status and headers."""
         # An informational status cannot be the final response in HTTP/2.
-        self.status = check_status(status, 200)
-        result = [(b":status", _STATUS[status])]
-        append = result.append
+        status = check_status(status, 200)
+        fields = [(b":status", _STATUS[status])]
         length = -1
-        seen_defaults: set[bytes] | None = None
+        replaced: frozenset[bytes] = frozenset()
         caches = self.conn.server_state.caches
-        names = caches.header_names
-        checked = caches.header_values
         for name, raw_value in headers:
-            lname = names.get(name)
-            if lname is None:
-                lname = header_name(name, caches)
+            lname = caches.header_names.get(name) or header_name(name, caches)
             value = raw_value if type(raw_value) is bytes else bytes(raw_value)
-            if value not in checked:
+            if value not in caches.header_values:
                 check_header_value(value, caches)
             if lname in _SPECIAL_NAMES:
                 if lname == b"content-length":
@@ -227,17 +259,9 @@ class H2Stream(ASGIExchange):
                 elif lname in _HOP_BY_HOP:
                     continue
                 else:  # server, date: the application's replace the defaults
-                    seen_defaults = seen_defaults or set()
-                    seen_defaults.add(lname)
-            append((lname, value))
-        for name, value in self.conn.server_state.default_headers:
-            if seen_defaults is None or name not in seen_defaults:
-                append((name, value))
-        if not body_allowed(status, self.head_request):
-            self.remaining = 0
-        elif length >= 0:
-            self.remaining = length
-        return result
+                    replaced |= {lname}
+            fields.append((lname, value))
+        return status, encode_headers(fields, caches.h2_fields), length, replaced
 
     async def _finish_after(self, waiting: Awaitable[None]) -> None:
         await waiting
@@ -317,6 +341,7 @@ class H2Protocol(ServerProtocol):
             # one past twice the limit (a decompression bomb) closes the connection.
             decoder_limit=max(2 * self.max_head_size, 65536),
             connect_protocol=self.ws_protocol_class is not None,  # RFC 8441: WebSockets over HTTP/2
+            field_cache=self.server_state.caches.h2_fields,
         )
         self.streams: dict[int, H2Stream] = {}
         self.tunnels: dict[int, StreamTransport] = {}  # WebSocket streams (extended CONNECT)
@@ -326,6 +351,8 @@ class H2Protocol(ServerProtocol):
         self.refusing = False  # --limit-max-requests reached: new streams are refused
         self.unflushed = 0
         self.flush_scheduled = False
+        self.default_source: list[tuple[bytes, bytes]] | None = None  # the server's default headers ...
+        self.default_block = b""  # ... encoded, rebuilt when they change (every second: the date)
 
     # -- asyncio.Protocol
 
