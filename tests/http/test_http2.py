@@ -692,3 +692,13 @@ def test_h2c_upgrade_needs_http2() -> None:
         sock.sendall(_upgrade_request(b""))
         status, _, body = read_response(sock)
     assert status == 200 and json.loads(body)["http_version"] == "1.1"
+
+
+def test_forwarding_headers_from_a_trusted_proxy() -> None:
+    with run_server(echo_scope, http2=True, forwarded_allow_ips="127.0.0.1") as server, h2_client() as client:
+        forwarded = client.get(
+            server.url, headers={"x-forwarded-for": "203.0.113.7", "x-forwarded-proto": "https"}
+        )
+        plain = client.get(server.url)
+    assert forwarded.json()["client"][0] == "203.0.113.7" and forwarded.json()["scheme"] == "https"
+    assert plain.json()["client"][0] == "127.0.0.1" and plain.json()["scheme"] == "http"

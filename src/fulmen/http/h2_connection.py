@@ -570,9 +570,9 @@ class H2Connection:
 
     def remember_closed(self, stream_id: int, reset_by_server: bool) -> None:
         closed = self.closed_streams
-        if len(closed) >= _CLOSED_MEMORY:
-            del closed[next(iter(closed))]
         closed[stream_id] = reset_by_server
+        if len(closed) > 2 * _CLOSED_MEMORY:  # keep the newest half: one trim per _CLOSED_MEMORY streams
+            self.closed_streams = dict(list(closed.items())[_CLOSED_MEMORY:])
 
     def count_reset(self) -> None:
         """A stream the client reset or that was refused: past the allowance, and more of those than

@@ -22,7 +22,9 @@ from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
 
 from fulmen.caches import MAX_ENTRIES
+from fulmen.forwarding import FORWARDING_HEADERS
 from fulmen.http.h2_frames import ErrorCode, H2ConnectionError, H2StreamError
+from fulmen.protocols.response_rules import is_token
 
 #: Connection-specific fields of HTTP/1.1, malformed in an HTTP/2 request (section 8.2.2).
 CONNECTION_HEADERS = frozenset(
@@ -40,6 +42,7 @@ class RequestHead:
 
     __slots__ = (
         "authority",
+        "forwarding",
         "content_length",
         "expect_continue",
         "headers",
@@ -60,6 +63,7 @@ class RequestHead:
         self.content_length = -1
         self.expect_continue = False
         self.size = 0  # as SETTINGS_MAX_HEADER_LIST_SIZE counts: names, values and 32 per field
+        self.forwarding = False  # X-Forwarded-For and the like are present (for --forwarded-allow-ips)
 
 
 class RequestDecoder:
@@ -169,13 +173,15 @@ def check_request(fields: list[tuple[bytes, bytes]], stream_id: int) -> RequestH
             head.content_length = int(value)
         elif name == b"expect":
             head.expect_continue = value.lower() == b"100-continue"
+        elif name in FORWARDING_HEADERS:
+            head.forwarding = True
         headers.append((name, value))
     if head.method == b"CONNECT" and head.protocol is None:
         if b":scheme" in seen or b":path" in seen or head.authority is None:
             raise malformed("CONNECT takes :authority only")
     else:
-        if not head.method or not head.scheme or not head.path:
-            raise malformed("missing :method, :scheme or :path")
+        if not is_token(head.method) or not head.scheme or not head.path:
+            raise malformed("missing or invalid :method, :scheme or :path")
         if head.protocol is not None and head.method != b"CONNECT":
             raise malformed(":protocol without CONNECT")
         if head.path[:1] != b"/" and not (head.path == b"*" and head.method == b"OPTIONS"):

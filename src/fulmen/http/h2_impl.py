@@ -498,17 +498,21 @@ class H2Protocol(ServerProtocol):
                 parsed = parse_target(path)
                 remember(targets, path, parsed)
             path_text, raw_path, query = parsed
-            method_text = head.method.decode("ascii")
-        except (HTTPRequestError, UnicodeDecodeError):
+        except HTTPRequestError:
             logger.warning("Invalid HTTP request received.")
             self.refuse(event, 400)
             return
+        methods = self.server_state.caches.methods
+        method = methods.get(head.method)
+        if method is None:
+            method = head.method.decode("ascii")  # a token: checked with the header block
+            remember(methods, head.method, method)
         stream = H2Stream(
-            self, stream_id, method_text, path_text, raw_path, query, list(head.headers), head.expect_continue
+            self, stream_id, method, path_text, raw_path, query, list(head.headers), head.expect_continue
         )
         if event.ended:
             stream.more_body = False
-        if self.trusted_peer:
+        if self.trusted_peer and head.forwarding:
             assert self.proxy_trust is not None
             rewrite_from_headers(stream.scope, self.proxy_trust)
         self.streams[stream_id] = stream
