@@ -636,16 +636,18 @@ class H2Protocol(ServerProtocol):
             self.metrics.count(HTTP2 + status)
 
     def respond(self, stream_id: int, status: int, body: bytes) -> None:
-        """A response the server makes itself: errors before or instead of the application's."""
+        """A response the server makes itself: errors before or instead of the application's. The body
+        is left out when the client's window cannot take it now (nothing waits for a window here)."""
+        h2 = self.h2
+        if h2.window(stream_id) < len(body):
+            body = b""
         headers = [
             (b":status", _STATUS[status]),
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"%d" % len(body)),
             *self.server_state.default_headers,
         ]
-        h2 = self.h2
-        fits = h2.window(stream_id) >= len(body)
-        if h2.send_headers(stream_id, headers, end_stream=not fits) and fits:
+        if h2.send_headers(stream_id, headers, end_stream=not body) and body:
             h2.send_data(stream_id, body, end_stream=True)
         self.schedule_flush()
 
