@@ -65,7 +65,8 @@ from fulmen.http.h2_hpack import RequestDecoder, RequestHead, check_trailers, en
 RESET_ALLOWANCE = 200
 #: CONTINUATION frames one header block may take (a flood of empty ones costs the server, not the peer).
 MAX_CONTINUATIONS = 64
-#: Closed streams remembered, to tell a late frame on a closed stream from one on a never-opened one.
+#: Streams reset by the server (their late frames are ignored), and ranges of stream ids skipped by the
+#: client (never opened: a HEADERS there is a connection error), remembered.
 _CLOSED_MEMORY = 512
 _STREAM_ID_MASK = 0x7FFFFFFF
 
@@ -180,7 +181,8 @@ class H2Connection:
         self.decoder = RequestDecoder(decoder_limit)
         self.block_limit = decoder_limit  # compressed bytes of one header block
         self.streams: dict[int, StreamState] = {}
-        self.closed_streams: dict[int, bool] = {}  # recently closed: True when the server reset it
+        self.reset_by_server: dict[int, None] = {}  # recent streams the server reset (late frames ignored)
+        self.skipped: list[tuple[int, int]] = []  # recent ranges of stream ids the client never opened
         self.highest_stream_id = 0  # the last stream the client opened
         self.goaway_last: int | None = None  # the last stream id of the server's GOAWAY
         self.out: list[bytes | memoryview] = []
@@ -331,7 +333,7 @@ class H2Connection:
             self.acknowledge(0, length)  # nobody reads it
             if stream_id > self.highest_stream_id:
                 raise H2ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream")
-            if stream is None and self.closed_streams.get(stream_id):
+            if stream is None and stream_id in self.reset_by_server:
                 return  # reset by the server: frames in flight are ignored
             raise H2StreamError(stream_id, ErrorCode.STREAM_CLOSED, "DATA on a closed stream")
         stream.recv_window -= length
@@ -417,37 +419,39 @@ class H2Connection:
             return
         if stream_id <= self.highest_stream_id:
             self.decoder.decode_trailers(block)
-            reset_by_server = self.closed_streams.get(stream_id)
-            if reset_by_server is None:
-                raise H2ConnectionError(ErrorCode.PROTOCOL_ERROR, "stream id lower than a previous one")
-            if reset_by_server:
+            if stream_id in self.reset_by_server:
                 return
+            if not stream_id & 1 or any(low <= stream_id <= high for low, high in self.skipped):
+                raise H2ConnectionError(ErrorCode.PROTOCOL_ERROR, "stream id lower than a previous one")
             raise H2StreamError(stream_id, ErrorCode.STREAM_CLOSED, "HEADERS on a closed stream")
         if not stream_id & 1:
             raise H2ConnectionError(ErrorCode.PROTOCOL_ERROR, "even stream id from the client")
+        if stream_id > self.highest_stream_id + 2:  # ids skipped: never opened, now closed (5.1.1)
+            self.skipped.append((self.highest_stream_id + 2, stream_id - 2))
+            del self.skipped[:-_CLOSED_MEMORY]
         self.highest_stream_id = stream_id
         if self.block_error is not None or (self.goaway_last is not None and stream_id > self.goaway_last):
             self.decoder.decode_trailers(block)
-            self.remember_closed(stream_id, True)
+            self.remember_reset(stream_id)
             if self.block_error is not None:
                 raise self.block_error
             return  # after the server's GOAWAY: not served, and the client knows
         try:
             head = self.decoder.decode(block, stream_id)
         except H2StreamError:
-            self.remember_closed(stream_id, True)
+            self.remember_reset(stream_id)
             raise
         if len(self.streams) >= self.max_concurrent_streams:
             self.count_reset()
             self.reset_stream(stream_id, ErrorCode.REFUSED_STREAM)
             return
         if head.protocol is not None and not self.connect_protocol:
-            self.remember_closed(stream_id, True)
+            self.remember_reset(stream_id)
             raise H2StreamError(
                 stream_id, ErrorCode.PROTOCOL_ERROR, ":protocol without SETTINGS_ENABLE_CONNECT_PROTOCOL"
             )
         if ended and head.content_length > 0:
-            self.remember_closed(stream_id, True)
+            self.remember_reset(stream_id)
             raise H2StreamError(
                 stream_id, ErrorCode.PROTOCOL_ERROR, "body length differs from content-length"
             )
@@ -513,7 +517,6 @@ class H2Connection:
                 raise H2ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
             if self.streams.pop(stream_id, None) is None:
                 return
-            self.remember_closed(stream_id, False)
             self.count_reset()
             events.append(StreamReset(stream_id, unpack_u32(payload)[0], remote=True))
         elif kind == PRIORITY:  # accepted, and ignored (RFC 9113 deprecates the priority scheme)
@@ -566,13 +569,12 @@ class H2Connection:
         stream.remote_open = False
         if not stream.local_open:
             del self.streams[stream_id]
-            self.remember_closed(stream_id, False)
 
-    def remember_closed(self, stream_id: int, reset_by_server: bool) -> None:
-        closed = self.closed_streams
-        closed[stream_id] = reset_by_server
-        if len(closed) > 2 * _CLOSED_MEMORY:  # keep the newest half: one trim per _CLOSED_MEMORY streams
-            self.closed_streams = dict(list(closed.items())[_CLOSED_MEMORY:])
+    def remember_reset(self, stream_id: int) -> None:
+        reset = self.reset_by_server
+        reset[stream_id] = None
+        if len(reset) > 2 * _CLOSED_MEMORY:  # keep the newest half: one trim per _CLOSED_MEMORY resets
+            self.reset_by_server = dict.fromkeys(list(reset)[_CLOSED_MEMORY:])
 
     def count_reset(self) -> None:
         """A stream the client reset or that was refused: past the allowance, and more of those than
@@ -659,13 +661,12 @@ class H2Connection:
         self.completed += 1
         if not stream.remote_open:
             del self.streams[stream_id]
-            self.remember_closed(stream_id, False)
 
     def reset_stream(self, stream_id: int, code: int) -> None:
         """RST_STREAM: the stream ends now, both ways."""
         self.out.append(rst_stream_frame(stream_id, code))
         self.streams.pop(stream_id, None)
-        self.remember_closed(stream_id, True)
+        self.remember_reset(stream_id)
 
     def acknowledge(self, stream_id: int, length: int) -> None:
         """``length`` bytes of request data were read: the client may send them again. WINDOW_UPDATEs go

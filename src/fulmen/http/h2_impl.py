@@ -370,6 +370,8 @@ class H2Protocol(ServerProtocol):
         the request served as stream 1 (its scope already made, forwarding headers applied)."""
         self.attach(transport)
         self.read_addresses()
+        if not transport.is_reading():
+            transport.resume_reading()  # the HTTP/1.1 parser may have paused it at the upgrade
         transport.write(_SWITCHING)
         try:
             self.h2.upgrade(settings)
@@ -622,7 +624,7 @@ class H2Protocol(ServerProtocol):
             self.schedule_flush()
 
     def reset(self, stream_id: int, code: ErrorCode) -> None:
-        if self.h2.is_open(stream_id) or stream_id in self.h2.streams:
+        if stream_id in self.h2.streams:
             self.h2.reset_stream(stream_id, code)
             self.schedule_flush()
 
