@@ -15,7 +15,7 @@ from tests.websockets.test_websockets_protocol import CLOSE, TEXT, WS_IMPLEMENTA
 pytest.importorskip("hyperframe")
 
 from hpack import Decoder, Encoder
-from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame
 
 from tests.http.h2_helpers import FrameReader, raw_connect
 
@@ -140,4 +140,40 @@ def test_scope_json_is_unchanged_for_http_streams() -> None:
             lambda fs: any(isinstance(f, DataFrame) and "END_STREAM" in f.flags for f in fs)
         )
         assert json.loads(server_messages(frames))["type"] == "http"
+        sock.close()
+
+
+def test_large_websocket_messages_both_ways_under_flow_control() -> None:
+    """A 1 MiB message from the server: the client's 16 KiB window holds its frames until the client
+    sends WINDOW_UPDATEs; a 200 KB message from the client, within the server's windows."""
+    big = bytes(range(256)) * 4096
+    upload = big[:200_000]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        await send({"type": "websocket.send", "bytes": b"%d" % len(message["bytes"])})
+        await send({"type": "websocket.send", "bytes": big})
+        await receive()
+
+    with run_server(app, http2=True, ws_max_size=4 << 20) as server:
+        sock = raw_connect(server.port, {0x4: 16384})
+        reader = FrameReader(sock)
+        sock.sendall(connect_frame(1))
+        reader.until(lambda fs: any(isinstance(f, HeadersFrame) for f in fs))
+        frame = ws_frame(0x2, upload)
+        for start in range(0, len(frame), 16384):
+            sock.sendall(DataFrame(1, frame[start : start + 16384]).serialize())
+        expected = 2 + len(b"%d" % len(upload)) + 10 + len(big)  # two frame heads (2 and 10 bytes)
+        received = 0
+        while received < expected:
+            reader.until(lambda fs, have=received: len(server_messages(fs)) > have)
+            data = len(server_messages(reader.frames)) - received
+            received += data
+            sock.sendall(WindowUpdateFrame(1, window_increment=data).serialize())
+            sock.sendall(WindowUpdateFrame(0, window_increment=data).serialize())
+        messages = server_messages(reader.frames)
+        assert messages[2 : 2 + len(b"%d" % len(upload))] == b"%d" % len(upload)
+        assert messages.endswith(big)
         sock.close()

@@ -446,6 +446,8 @@ class H2Protocol(ServerProtocol):
                     stream = self.streams.get(event.stream_id)  # type: ignore[union-attr]
                     if stream is not None:
                         stream.wake_writer()
+                    elif event.stream_id in self.tunnels:  # type: ignore[union-attr]
+                        self.tunnels[event.stream_id].pump()  # type: ignore[union-attr]
                 else:
                     self.wake_writers()
             elif kind is StreamReset:
