@@ -139,6 +139,10 @@ CONNECTION_ERRORS = {
         HeadersFrame(1, block(GET)).serialize() + raw_frame(0x9, 0, 1, b"") * 100,
         ENHANCE_YOUR_CALM,
     ),
+    "empty-data-flood": (
+        headers(1, end_stream=False) + DataFrame(1, b"").serialize() * 1001,
+        ENHANCE_YOUR_CALM,
+    ),
     "frame-larger-than-16384": (raw_frame(0x0, 0, 1, b"x" * 16385), FRAME_SIZE_ERROR),
     "padding-longer-than-data": (
         headers(1, end_stream=False) + raw_frame(0x0, 0x8, 1, b"\x05abc"),

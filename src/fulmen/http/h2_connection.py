@@ -65,6 +65,9 @@ from fulmen.http.h2_hpack import RequestDecoder, RequestHead, check_trailers, en
 RESET_ALLOWANCE = 200
 #: CONTINUATION frames one header block may take (a flood of empty ones costs the server, not the peer).
 MAX_CONTINUATIONS = 64
+#: Empty DATA frames (without END_STREAM) a connection may send: they carry nothing and cost the
+#: server a frame each (CVE-2019-9518); past this the connection ends with ENHANCE_YOUR_CALM.
+MAX_EMPTY_DATA = 1000
 #: Streams reset by the server (their late frames are ignored), and ranges of stream ids skipped by the
 #: client (never opened: a HEADERS there is a connection error), remembered.
 _CLOSED_MEMORY = 512
@@ -206,6 +209,7 @@ class H2Connection:
         # Abuse accounting.
         self.peer_resets = 0
         self.completed = 0
+        self.empty_data = 0
 
     # -- setup
 
@@ -343,6 +347,10 @@ class H2Connection:
         if len(data) < length:
             self.acknowledge(stream_id, length - len(data))  # padding: nobody reads it
         ended = bool(flags & END_STREAM)
+        if not data and not ended:
+            self.empty_data += 1
+            if self.empty_data > MAX_EMPTY_DATA:
+                raise H2ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many empty DATA frames")
         if stream.expected >= 0:
             stream.received += len(data)
             if stream.received > stream.expected or (ended and stream.received != stream.expected):
