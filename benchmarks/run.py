@@ -157,9 +157,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _server_env() -> dict[str, str]:
+def _server_env(name: str = "") -> dict[str, str]:
+    """The environment of a server: this checkout's ``src`` first, or for ``fulmen@PATH`` the ``src``
+    of another checkout of fulmen (an earlier commit, measured interleaved with this one)."""
     env = dict(os.environ)
-    extra = [str(REPO_ROOT / "src"), str(REPO_ROOT)]
+    _, _, other_checkout = name.partition("@")
+    source = Path(other_checkout).resolve() / "src" if other_checkout else REPO_ROOT / "src"
+    extra = [str(source), str(REPO_ROOT)]
     if env.get("PYTHONPATH"):
         extra.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(extra)
@@ -197,8 +201,9 @@ class Config:
 def server_kind(name: str) -> str:
     """``uvicorn#2`` runs uvicorn under another label (an A/A run shows the noise floor);
     ``fulmen+log`` runs fulmen with its access log on, beside servers without; ``fulmen+metrics``
-    runs fulmen with ``--metrics-bind`` (the cost of counting)."""
-    return re.split(r"[#+]", name, maxsplit=1)[0]
+    runs fulmen with ``--metrics-bind`` (the cost of counting); ``fulmen@../other`` runs the fulmen of
+    another checkout (before and after a change, in one interleaved run)."""
+    return re.split(r"[#+@]", name, maxsplit=1)[0]
 
 
 def access_log_on(name: str, cfg: Config) -> bool:
@@ -245,7 +250,11 @@ def server_available(name: str) -> tuple[bool, str]:
     probe = f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({module!r}) else 1)"
     try:
         res = subprocess.run(
-            [sys.executable, "-c", probe], env=_server_env(), cwd=REPO_ROOT, timeout=30, capture_output=True
+            [sys.executable, "-c", probe],
+            env=_server_env(name),
+            cwd=REPO_ROOT,
+            timeout=30,
+            capture_output=True,
         )
     except subprocess.TimeoutExpired:
         return False, f"probing {module} timed out"
@@ -262,7 +271,7 @@ def running_server(name: str, workload: str, cfg: Config) -> Iterator[tuple[subp
     proc = subprocess.Popen(
         server_command(name, workload, port, cfg),
         cwd=REPO_ROOT,
-        env=_server_env(),
+        env=_server_env(name),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
