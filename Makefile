@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest docs bench bench-quick bench-hotpath bench-sighup fuzz soak clean
+.PHONY: run test lint typecheck pytest docs bench bench-quick bench-hotpath bench-sighup fuzz soak autobahn clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,8 +48,13 @@ fuzz: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py $(ARGS)
 
+# The Autobahn|Testsuite WebSocket fuzzing suite, every case, both engines (about 20 minutes; wstest
+# runs on Python 2.7 in .venv-autobahn, made on first use). CASES=1.*,12.1.* for a subset.
+autobahn: $(STAMP)
+	$(BIN)/python tools/autobahn.py $(if $(CASES),--cases '$(CASES)') $(ARGS)
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-autobahn .autobahn build dist *.egg-info src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
 
 # Free-threaded Python (docs/free-threading.md): CPython 3.13t built once per machine (cached in
 # ~/.cache/fulmen), and .venv-ft with fulmen on it. test-ft runs the whole suite there with the GIL

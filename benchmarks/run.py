@@ -57,7 +57,27 @@ from benchmarks.chart import draw_ratio_chart  # noqa: E402
 
 HOST = "127.0.0.1"
 ALL_SERVERS = ("fulmen", "uvicorn", "granian")
-ALL_WORKLOADS = ("plaintext", "json", "headers", "echo", "stream", "websocket", "fastapi")
+ALL_WORKLOADS = (
+    "plaintext",
+    "json",
+    "headers",
+    "echo",
+    "stream",
+    "websocket",
+    "websocket-1k",
+    "websocket-plain",
+    "websocket-plain-1k",
+    "fastapi",
+)
+#: WebSocket workloads: (message, permessage-deflate offered). ``websocket`` is what browsers do: the
+#: client offers permessage-deflate as Chromium does and compresses its messages; the ``-plain`` ones
+#: do not offer it. ``hello`` is 13 bytes of text, ``json1k`` about 1 KiB of JSON (ws_client.py).
+WS_WORKLOADS = {
+    "websocket": ("hello", True),
+    "websocket-1k": ("json1k", True),
+    "websocket-plain": ("hello", False),
+    "websocket-plain-1k": ("json1k", False),
+}
 WRK_SCRIPTS: dict[str, str] = {"headers": "headers.lua", "echo": "echo.lua"}
 ECHO_BODY = b"0123456789abcdef" * 1024  # must match benchmarks/wrk/echo.lua
 READY_TIMEOUT = 20.0
@@ -186,7 +206,7 @@ class Config:
     pin: bool
     server_cpu: int
     client_cpu: int
-    ws_message_size: int
+    ws_message_size: int | None
     ws_depth: int
     quiet_threshold: float
     quiet_wait: float
@@ -331,7 +351,7 @@ def http_request(
 
 def validate(workload: str, port: int) -> None:
     """Check the server gives the right answer before timing it."""
-    if workload == "websocket":
+    if workload in WS_WORKLOADS:
         return  # the WebSocket client counts mismatched echoes itself
     expected: bytes
     if workload == "plaintext":
@@ -571,12 +591,15 @@ def run_wrk(workload: str, port: int, connections: int, seconds: int, cfg: Confi
     return parsed
 
 
-def run_ws(port: int, connections: int, seconds: int, cfg: Config) -> dict[str, Any]:
+def run_ws(workload: str, port: int, connections: int, seconds: int, cfg: Config) -> dict[str, Any]:
+    message, deflate = WS_WORKLOADS[workload]
     cmd = [
         *_client_prefix(cfg), sys.executable, str(BENCH_DIR / "ws_client.py"), f"ws://{HOST}:{port}/",
-        "--connections", str(connections), "--duration", str(seconds),
-        "--size", str(cfg.ws_message_size), "--depth", str(cfg.ws_depth),
+        "--connections", str(connections), "--duration", str(seconds), "--depth", str(cfg.ws_depth),
     ]  # fmt: skip
+    cmd += ["--size", str(cfg.ws_message_size)] if cfg.ws_message_size else ["--message", message]
+    if deflate:
+        cmd.append("--deflate")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 40, env=_server_env())
     lines = res.stdout.strip().splitlines()
     if not lines:
@@ -597,8 +620,8 @@ def run_ws(port: int, connections: int, seconds: int, cfg: Config) -> dict[str, 
 
 
 def drive(workload: str, port: int, connections: int, seconds: int, cfg: Config) -> dict[str, Any]:
-    if workload == "websocket":
-        return run_ws(port, connections, seconds, cfg)
+    if workload in WS_WORKLOADS:
+        return run_ws(workload, port, connections, seconds, cfg)
     return run_wrk(workload, port, connections, seconds, cfg)
 
 
@@ -620,7 +643,7 @@ def measure(server: str, workload: str, connections: int, rnd: int, cfg: Config)
                 raise RuntimeError(f"server died during the run (exit {proc.returncode})")
         if data["non_2xx"]:
             # A fast wrong answer must not win: the apps only ever answer 200 / the same message.
-            what = "wrong echoes" if workload == "websocket" else "non-2xx responses"
+            what = "wrong echoes" if workload in WS_WORKLOADS else "non-2xx responses"
             raise RuntimeError(f"{data['non_2xx']} {what} out of {data['requests']}")
         result.requests_per_s = round(float(data["requests_per_s"]), 2)
         result.requests = int(data["requests"])
@@ -777,7 +800,7 @@ def format_table(summaries: Sequence[Summary], cfg: Config) -> str:
         if s.rounds_ok == 0:
             lines.append(f"{s.workload:<10} {s.connections:>5} {s.server:<10} FAILED: {s.errors[0][:90]}")
             continue
-        unit = " msg/s" if s.workload == "websocket" else ""
+        unit = " msg/s" if s.workload in WS_WORKLOADS else ""
         spread = f"{s.min_rps:,.0f}..{s.max_rps:,.0f}"
         ratio = "-" if s.ratio is None else f"{s.ratio:.2f}x"
         lines.append(
@@ -911,7 +934,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-pin", action="store_true", help="do not pin server/client with taskset")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--client-cpu", type=int, default=1)
-    p.add_argument("--ws-message-size", type=int, default=32, help="WebSocket message size in bytes")
+    p.add_argument(
+        "--ws-message-size",
+        type=int,
+        help="WebSocket message size in bytes, in place of each WebSocket workload's own message",
+    )
     p.add_argument(
         "--ws-depth", type=int, default=1, help="WebSocket messages in flight per connection (default 1)"
     )
@@ -1006,7 +1033,7 @@ Or run only the WebSocket workload:  python benchmarks/run.py --workloads websoc
 
 
 def _check_prereqs(cfg: Config) -> list[str]:
-    if any(w != "websocket" for w in cfg.workloads) and shutil.which("wrk") is None:
+    if any(w not in WS_WORKLOADS for w in cfg.workloads) and shutil.which("wrk") is None:
         print(WRK_MISSING, file=sys.stderr)
         raise SystemExit(2)
     servers: list[str] = []
