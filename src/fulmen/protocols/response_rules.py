@@ -344,6 +344,11 @@ class ASGIExchange(abc.ABC):
     (:meth:`start_response`, :meth:`send_body`, :meth:`send_last`); :meth:`call_app` runs the
     application and answers its failures by one policy, through :meth:`send_500` before the response
     started and :meth:`abort` after. ``conn`` is the protocol the exchange belongs to.
+
+    A framing that implements response extensions names them in :attr:`extensions` (and in its
+    scopes, :func:`scope_extensions`) and overrides their hooks (:meth:`send_early_hint`,
+    :meth:`send_trailers`, :meth:`send_file`): the messages arrive checked, in their place in the
+    order of messages, and a file is a :class:`FileBody` to send as body bytes.
     """
 
     __slots__ = (
