@@ -158,6 +158,8 @@ ZEROCOPYSEND = "http.response.zerocopysend"
 #: Every response extension the rules know; a framing layer lists those it frames in its scopes
 #: (:func:`scope_extensions`) and in :attr:`ASGIExchange.extensions`.
 RESPONSE_EXTENSIONS = (TRAILERS, EARLY_HINT, PATHSEND, ZEROCOPYSEND)
+#: ``ASGIExchange.trailers`` of a response that declared trailers, until its body is complete.
+DECLARED: tuple[()] = ()
 #: Fields a trailer section must not carry (RFC 9110 section 6.5.1): framing, routing and the
 #: connection's own, which a client would apply to the message after its body.
 FORBIDDEN_TRAILERS = frozenset(
@@ -356,7 +358,6 @@ class ASGIExchange(abc.ABC):
         "body_delivered",
         "bytes_sent",
         "conn",
-        "declares_trailers",
         "disconnected",
         "expect_continue",
         "flow",
@@ -419,9 +420,9 @@ class ASGIExchange(abc.ABC):
         self.remaining = -1  # bytes of Content-Length still to send; -1 when not framed by length
         self.started_at = time.monotonic() if conn.timed else 0.0
         self.waiter: asyncio.Future[None] | None = None  # what receive() waits on
-        self.declares_trailers = False  # http.response.start said "trailers": True
-        #: Once the body of such a response is complete: the trailer fields received so far.
-        self.trailers: list[tuple[bytes, bytes]] | None = None
+        #: None unless http.response.start said "trailers": True; then ``DECLARED`` until the body
+        #: is complete, and the trailer fields received so far after that.
+        self.trailers: list[tuple[bytes, bytes]] | tuple[()] | None = None
 
     # -- the request body
 
@@ -505,7 +506,7 @@ class ASGIExchange(abc.ABC):
             self.response_started = True  # after the checks: an invalid start still gets a 500
             self.expect_continue = False
             if "trailers" in message and message["trailers"] and TRAILERS in self.extensions:
-                self.declares_trailers = True  # the last body is followed by trailer messages
+                self.trailers = DECLARED  # the last body is followed by trailer messages
         elif not self.response_complete:
             if message_type != "http.response.body" or self.trailers is not None:
                 await self.send_extension(message_type, message)
@@ -515,10 +516,8 @@ class ASGIExchange(abc.ABC):
                 body = body_bytes(body)  # checked before anything is framed, or a corked head is lost
             if message.get("more_body", False):
                 waiting = self.send_body(body)
-            elif not self.declares_trailers:
-                waiting = self.send_last(body)
             else:
-                waiting = self.end_body(body)
+                waiting = self.send_last(body)
             if waiting is not None:
                 await waiting
         else:
@@ -528,14 +527,22 @@ class ASGIExchange(abc.ABC):
         """A message other than a body after the response started: a response extension's, in its
         place in the order of messages, or an unexpected one."""
         extensions = self.extensions
-        if message_type == TRAILERS and self.trailers is not None and TRAILERS in extensions:
-            self.trailers += trailer_fields(message, self.conn.server_state.caches)
+        trailers = self.trailers
+        if trailers is DECLARED and message_type == "http.response.body":
+            waiting = self.send_body(body_bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                self.trailers = []  # the body is complete: the trailer messages come next
+            if waiting is not None:
+                await waiting
+            return
+        if message_type == TRAILERS and isinstance(trailers, list):
+            trailers += trailer_fields(message, self.conn.server_state.caches)
             if not message.get("more_trailers", False):
-                waiting = self.send_trailers(self.trailers)
+                waiting = self.send_trailers(trailers)
                 if waiting is not None:
                     await waiting
             return
-        if self.trailers is None and message_type in extensions:
+        if not isinstance(trailers, list) and message_type in extensions:  # the body is not complete
             if message_type == ZEROCOPYSEND:
                 await self.send_file_message(zerocopy_body(message), message.get("more_body", False))
                 return
@@ -546,7 +553,7 @@ class ASGIExchange(abc.ABC):
                 return
             if message_type == EARLY_HINT:
                 return  # the response head is on its way: too late, and ASGI lets the server ignore it
-        expected = f"'{TRAILERS}'" if self.trailers is not None else "'http.response.body'"
+        expected = f"'{TRAILERS}'" if isinstance(trailers, list) else "'http.response.body'"
         raise unexpected_message(message_type, expected)
 
     async def send_file_message(self, body: FileBody, more_body: bool) -> None:
@@ -555,15 +562,14 @@ class ASGIExchange(abc.ABC):
             await self.send_file(body)
         finally:
             body.close()
-        if not more_body and not self.disconnected:
-            waiting = self.send_last(b"") if not self.declares_trailers else self.end_body(b"")
-            if waiting is not None:
-                await waiting
-
-    def end_body(self, body: bytes) -> Awaitable[None] | None:
-        """The last body chunk of a response that declared trailers: the trailer messages come next."""
-        self.trailers = []
-        return self.send_body(body)
+        if more_body or self.disconnected:
+            return
+        if self.trailers is DECLARED:
+            self.trailers = []  # the body is complete: the trailer messages come next
+            return
+        waiting = self.send_last(b"")
+        if waiting is not None:
+            await waiting
 
     async def call_app(self, app: Any) -> None:
         """The coroutine of the request's task: the application, and the answers to its failures."""
