@@ -288,7 +288,7 @@ def server_available(name: str) -> tuple[bool, str]:
 def running_server(name: str, workload: str, cfg: Config) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """Start a server, wait until it answers, yield (process, port); always stop it."""
     port = free_port()
-    with running_process(server_command(name, workload, port, cfg), port) as proc:
+    with running_process(server_command(name, workload, port, cfg), port, env=_server_env(name)) as proc:
         yield proc, port
 
 
@@ -300,14 +300,17 @@ def answers_http(port: int) -> bool:
 
 @contextlib.contextmanager
 def running_process(
-    command: list[str], port: int, ready: Callable[[int], bool] = answers_http
+    command: list[str],
+    port: int,
+    ready: Callable[[int], bool] = answers_http,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server's ``command``, wait until ``ready(port)``, yield the process; always stop it."""
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         command,
         cwd=REPO_ROOT,
-        env=_server_env(name),
+        env=env if env is not None else _server_env(),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
