@@ -177,6 +177,9 @@ def verdict(browser: WebDriver, tmp_path_factory: pytest.TempPathFactory) -> dic
         while time.monotonic() < deadline and not result.get("done"):
             result = json.loads(browser.script("return document.getElementById('verdict').textContent"))
             time.sleep(0.2)
+        # Leave the page before the server stops: a download still running on a loaded machine would
+        # otherwise hold the graceful shutdown open past the fixture's bound.
+        browser.get("about:blank")
         return result
 
 
