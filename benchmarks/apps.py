@@ -183,6 +183,9 @@ WORKLOAD_APPS: dict[str, str] = {
     "echo": "echo",
     "stream": "stream",
     "websocket": "websocket",
+    "websocket-1k": "websocket",
+    "websocket-plain": "websocket",
+    "websocket-plain-1k": "websocket",
     "fastapi": "benchmarks.fastapi_app:app",
 }
 

@@ -65,7 +65,7 @@ def markdown(doc: dict[str, Any]) -> str:
     per_round = round_ratios(doc)
     for s in doc["summary"]:
         name = s["workload"] if len(cfg["connections"]) == 1 else f"{s['workload']} c{s['connections']}"
-        if s["workload"] == "websocket":
+        if s["workload"].startswith("websocket"):
             name += " (msg/s)"
         if not s["rounds_ok"]:
             lines.append(f"| {name} | {s['server']} | failed | | | | | | | |")

@@ -41,7 +41,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -57,7 +58,27 @@ from benchmarks.chart import draw_ratio_chart  # noqa: E402
 
 HOST = "127.0.0.1"
 ALL_SERVERS = ("fulmen", "uvicorn", "granian")
-ALL_WORKLOADS = ("plaintext", "json", "headers", "echo", "stream", "websocket", "fastapi")
+ALL_WORKLOADS = (
+    "plaintext",
+    "json",
+    "headers",
+    "echo",
+    "stream",
+    "websocket",
+    "websocket-1k",
+    "websocket-plain",
+    "websocket-plain-1k",
+    "fastapi",
+)
+#: WebSocket workloads: (message, permessage-deflate offered). ``websocket`` is what browsers do: the
+#: client offers permessage-deflate as Chromium does and compresses its messages; the ``-plain`` ones
+#: do not offer it. ``hello`` is 13 bytes of text, ``json1k`` about 1 KiB of JSON (ws_client.py).
+WS_WORKLOADS = {
+    "websocket": ("hello", True),
+    "websocket-1k": ("json1k", True),
+    "websocket-plain": ("hello", False),
+    "websocket-plain-1k": ("json1k", False),
+}
 WRK_SCRIPTS: dict[str, str] = {"headers": "headers.lua", "echo": "echo.lua"}
 ECHO_BODY = b"0123456789abcdef" * 1024  # must match benchmarks/wrk/echo.lua
 READY_TIMEOUT = 20.0
@@ -157,9 +178,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _server_env() -> dict[str, str]:
+def _server_env(name: str = "") -> dict[str, str]:
+    """The environment of a server: this checkout's ``src`` first, or for ``fulmen@PATH`` the ``src``
+    of another checkout of fulmen (an earlier commit, measured interleaved with this one)."""
     env = dict(os.environ)
-    extra = [str(REPO_ROOT / "src"), str(REPO_ROOT)]
+    _, _, other_checkout = name.partition("@")
+    source = Path(other_checkout).resolve() / "src" if other_checkout else REPO_ROOT / "src"
+    extra = [str(source), str(REPO_ROOT)]
     if env.get("PYTHONPATH"):
         extra.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(extra)
@@ -182,7 +207,7 @@ class Config:
     pin: bool
     server_cpu: int
     client_cpu: int
-    ws_message_size: int
+    ws_message_size: int | None
     ws_depth: int
     quiet_threshold: float
     quiet_wait: float
@@ -197,8 +222,9 @@ class Config:
 def server_kind(name: str) -> str:
     """``uvicorn#2`` runs uvicorn under another label (an A/A run shows the noise floor);
     ``fulmen+log`` runs fulmen with its access log on, beside servers without; ``fulmen+metrics``
-    runs fulmen with ``--metrics-bind`` (the cost of counting)."""
-    return re.split(r"[#+]", name, maxsplit=1)[0]
+    runs fulmen with ``--metrics-bind`` (the cost of counting); ``fulmen@../other`` runs the fulmen of
+    another checkout (before and after a change, in one interleaved run)."""
+    return re.split(r"[#+@]", name, maxsplit=1)[0]
 
 
 def access_log_on(name: str, cfg: Config) -> bool:
@@ -245,7 +271,11 @@ def server_available(name: str) -> tuple[bool, str]:
     probe = f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({module!r}) else 1)"
     try:
         res = subprocess.run(
-            [sys.executable, "-c", probe], env=_server_env(), cwd=REPO_ROOT, timeout=30, capture_output=True
+            [sys.executable, "-c", probe],
+            env=_server_env(name),
+            cwd=REPO_ROOT,
+            timeout=30,
+            capture_output=True,
         )
     except subprocess.TimeoutExpired:
         return False, f"probing {module} timed out"
@@ -258,11 +288,29 @@ def server_available(name: str) -> tuple[bool, str]:
 def running_server(name: str, workload: str, cfg: Config) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """Start a server, wait until it answers, yield (process, port); always stop it."""
     port = free_port()
+    with running_process(server_command(name, workload, port, cfg), port, env=_server_env(name)) as proc:
+        yield proc, port
+
+
+def answers_http(port: int) -> bool:
+    """Whether a server on ``port`` answers an HTTP/1.1 request."""
+    status, _ = http_request(port, "GET", "/", timeout=1.0)
+    return status > 0
+
+
+@contextlib.contextmanager
+def running_process(
+    command: list[str],
+    port: int,
+    ready: Callable[[int], bool] = answers_http,
+    env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server's ``command``, wait until ``ready(port)``, yield the process; always stop it."""
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
-        server_command(name, workload, port, cfg),
+        command,
         cwd=REPO_ROOT,
-        env=_server_env(),
+        env=env if env is not None else _server_env(),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -271,8 +319,8 @@ def running_server(name: str, workload: str, cfg: Config) -> Iterator[tuple[subp
     with _LIVE_LOCK:
         _LIVE[proc.pid] = proc
     try:
-        _wait_ready(proc, port, log)
-        yield proc, port
+        _wait_ready(proc, port, log, ready)
+        yield proc
     finally:
         _kill_tree(proc)
         log.close()
@@ -287,15 +335,16 @@ def _log_tail(log: Any, limit: int = 1500) -> str:
     return ""
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Any) -> None:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], port: int, log: Any, ready: Callable[[int], bool] = answers_http
+) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     last_error = ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with code {proc.returncode}: {_log_tail(log)}")
         try:
-            status, _ = http_request(port, "GET", "/", timeout=1.0)
-            if status > 0:
+            if ready(port):
                 return
         except (OSError, http.client.HTTPException) as exc:
             last_error = str(exc)
@@ -322,7 +371,7 @@ def http_request(
 
 def validate(workload: str, port: int) -> None:
     """Check the server gives the right answer before timing it."""
-    if workload == "websocket":
+    if workload in WS_WORKLOADS:
         return  # the WebSocket client counts mismatched echoes itself
     expected: bytes
     if workload == "plaintext":
@@ -562,12 +611,15 @@ def run_wrk(workload: str, port: int, connections: int, seconds: int, cfg: Confi
     return parsed
 
 
-def run_ws(port: int, connections: int, seconds: int, cfg: Config) -> dict[str, Any]:
+def run_ws(workload: str, port: int, connections: int, seconds: int, cfg: Config) -> dict[str, Any]:
+    message, deflate = WS_WORKLOADS[workload]
     cmd = [
         *_client_prefix(cfg), sys.executable, str(BENCH_DIR / "ws_client.py"), f"ws://{HOST}:{port}/",
-        "--connections", str(connections), "--duration", str(seconds),
-        "--size", str(cfg.ws_message_size), "--depth", str(cfg.ws_depth),
+        "--connections", str(connections), "--duration", str(seconds), "--depth", str(cfg.ws_depth),
     ]  # fmt: skip
+    cmd += ["--size", str(cfg.ws_message_size)] if cfg.ws_message_size else ["--message", message]
+    if deflate:
+        cmd.append("--deflate")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 40, env=_server_env())
     lines = res.stdout.strip().splitlines()
     if not lines:
@@ -588,30 +640,48 @@ def run_ws(port: int, connections: int, seconds: int, cfg: Config) -> dict[str, 
 
 
 def drive(workload: str, port: int, connections: int, seconds: int, cfg: Config) -> dict[str, Any]:
-    if workload == "websocket":
-        return run_ws(port, connections, seconds, cfg)
+    if workload in WS_WORKLOADS:
+        return run_ws(workload, port, connections, seconds, cfg)
     return run_wrk(workload, port, connections, seconds, cfg)
 
 
-def measure(server: str, workload: str, connections: int, rnd: int, cfg: Config) -> RunResult:
+@dataclass(frozen=True)
+class Harness:
+    """How a family of workloads starts its servers, checks their answers and loads them: wrk and the
+    WebSocket client here, h2load in ``h2.py``. The rest (interleaving, sampling, retries, the report
+    and the chart) is shared."""
+
+    start: Callable[[str, str, Config], AbstractContextManager[tuple[subprocess.Popen[bytes], int]]]
+    validate: Callable[[str, int], None]
+    drive: Callable[[str, int, int, int, Config], dict[str, Any]]
+    #: Whether a server takes part in a workload (all of them here).
+    applies: Callable[[str, str], bool] = lambda server, workload: True
+
+
+WRK_HARNESS = Harness(running_server, validate, drive)
+
+
+def measure(
+    server: str, workload: str, connections: int, rnd: int, cfg: Config, harness: Harness = WRK_HARNESS
+) -> RunResult:
     result = RunResult(server, workload, connections, rnd)
     result.background_busy_pct = round(wait_for_quiet(cfg), 1)
     t0 = time.monotonic()
     try:
-        with running_server(server, workload, cfg) as (proc, port):
+        with harness.start(server, workload, cfg) as (proc, port):
             result.started_in_s = round(time.monotonic() - t0, 3)
-            validate(workload, port)
+            harness.validate(workload, port)
             if cfg.warmup > 0:
-                drive(workload, port, connections, cfg.warmup, cfg)
+                harness.drive(workload, port, connections, cfg.warmup, cfg)
             known0 = _rusage_cpu(resource.RUSAGE_CHILDREN) + _rusage_cpu(resource.RUSAGE_SELF)
             with ProcessTreeSampler(proc.pid) as sampler:
-                data = drive(workload, port, connections, cfg.duration, cfg)
+                data = harness.drive(workload, port, connections, cfg.duration, cfg)
             known = _rusage_cpu(resource.RUSAGE_CHILDREN) + _rusage_cpu(resource.RUSAGE_SELF) - known0
             if proc.poll() is not None:
                 raise RuntimeError(f"server died during the run (exit {proc.returncode})")
         if data["non_2xx"]:
             # A fast wrong answer must not win: the apps only ever answer 200 / the same message.
-            what = "wrong echoes" if workload == "websocket" else "non-2xx responses"
+            what = "wrong echoes" if workload in WS_WORKLOADS else "non-2xx responses"
             raise RuntimeError(f"{data['non_2xx']} {what} out of {data['requests']}")
         result.requests_per_s = round(float(data["requests_per_s"]), 2)
         result.requests = int(data["requests"])
@@ -657,14 +727,16 @@ def foreign_cpu_pct(sampler: ProcessTreeSampler, known_s: float, cpus: Sequence[
     return max(0.0, 100.0 * foreign / sampler.elapsed)
 
 
-def measure_with_retries(server: str, workload: str, connections: int, rnd: int, cfg: Config) -> RunResult:
+def measure_with_retries(
+    server: str, workload: str, connections: int, rnd: int, cfg: Config, harness: Harness = WRK_HARNESS
+) -> RunResult:
     """Measure; when other work on the machine disturbed the run, measure again (bounded).
 
     Of the attempts, the least disturbed one is kept.
     """
     best: RunResult | None = None
     for attempt in range(1, cfg.retries + 2):
-        result = measure(server, workload, connections, rnd, cfg)
+        result = measure(server, workload, connections, rnd, cfg, harness)
         result.attempts = attempt
         if not result.ok:
             return best or result
@@ -768,7 +840,7 @@ def format_table(summaries: Sequence[Summary], cfg: Config) -> str:
         if s.rounds_ok == 0:
             lines.append(f"{s.workload:<10} {s.connections:>5} {s.server:<10} FAILED: {s.errors[0][:90]}")
             continue
-        unit = " msg/s" if s.workload == "websocket" else ""
+        unit = " msg/s" if s.workload in WS_WORKLOADS else ""
         spread = f"{s.min_rps:,.0f}..{s.max_rps:,.0f}"
         ratio = "-" if s.ratio is None else f"{s.ratio:.2f}x"
         lines.append(
@@ -902,7 +974,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-pin", action="store_true", help="do not pin server/client with taskset")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--client-cpu", type=int, default=1)
-    p.add_argument("--ws-message-size", type=int, default=32, help="WebSocket message size in bytes")
+    p.add_argument(
+        "--ws-message-size",
+        type=int,
+        help="WebSocket message size in bytes, in place of each WebSocket workload's own message",
+    )
     p.add_argument(
         "--ws-depth", type=int, default=1, help="WebSocket messages in flight per connection (default 1)"
     )
@@ -997,7 +1073,7 @@ Or run only the WebSocket workload:  python benchmarks/run.py --workloads websoc
 
 
 def _check_prereqs(cfg: Config) -> list[str]:
-    if any(w != "websocket" for w in cfg.workloads) and shutil.which("wrk") is None:
+    if any(w not in WS_WORKLOADS for w in cfg.workloads) and shutil.which("wrk") is None:
         print(WRK_MISSING, file=sys.stderr)
         raise SystemExit(2)
     servers: list[str] = []
@@ -1054,13 +1130,19 @@ def write_outputs(
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = build_config(parse_args(argv))
+    cfg.servers = _check_prereqs(cfg)
+    return run_plan(cfg, WRK_HARNESS)
+
+
+def run_plan(cfg: Config, harness: Harness, notes: Callable[[list[Summary]], list[str]] | None = None) -> int:
+    """Measure every (workload, connections, round, server) of ``cfg``, interleaved, then report;
+    ``notes`` adds lines under the table. The exit status: 0 when every run succeeded."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     if cfg.pin:
         # Keep the harness (and its RSS sampler) off the server's CPU.
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {cfg.client_cpu})
-    cfg.servers = _check_prereqs(cfg)
     if cfg.baseline not in cfg.servers:
         print(f"note: baseline {cfg.baseline!r} not in the run; ratios are relative to {cfg.servers[0]!r}")
         cfg.baseline = cfg.servers[0]
@@ -1071,6 +1153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for conns in cfg.connections
         for rnd in range(1, cfg.rounds + 1)
         for server in cfg.servers
+        if harness.applies(server, workload)
     ]
     per_run = cfg.duration + cfg.warmup + 2
     pinning = f"pinned server=CPU{cfg.server_cpu} client=CPU{cfg.client_cpu}" if cfg.pin else "unpinned"
@@ -1087,7 +1170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     complete = False
     try:
         for i, (workload, conns, rnd, server) in enumerate(plan, 1):
-            r = measure_with_retries(server, workload, conns, rnd, cfg)
+            r = measure_with_retries(server, workload, conns, rnd, cfg, harness)
             results.append(r)
             tag = f"[{i:>3}/{len(plan)}] {workload:<9} c={conns:<4} round {rnd}/{cfg.rounds} {server:<8}"
             if r.ok:
@@ -1115,6 +1198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_table(summaries, cfg))
     print(f"\nratio = median req/s over median req/s of {cfg.baseline} (same workload and connections)")
+    for line in notes(summaries) if notes is not None else ():
+        print(line)
     write_outputs(cfg, results, summaries, started, complete)
     if not complete:
         return 130

@@ -16,9 +16,15 @@ The result is printed as one JSON object on stdout::
 ``client_cpu_pct`` is the client's own CPU use during the measured window: near
 100 % means the client, not the server, set the pace.
 
+With ``--deflate`` the client offers ``permessage-deflate; client_max_window_bits``, the offer every
+Chromium browser makes, and once it is accepted it sends every message compressed, as Chromium does,
+and inflates the replies (with zlib-ng when installed, so the client stays cheaper than the server).
+``--message json1k`` sends about 1 KiB of JSON (varied keys and values) instead of ``--size`` bytes.
+
 Usage::
 
     python benchmarks/ws_client.py ws://127.0.0.1:8000/ --connections 64 --duration 10
+    python benchmarks/ws_client.py ws://127.0.0.1:8000/ --deflate --message json1k
 
 Everything is bounded: the opening of the connections, each reply, and the whole run.
 """
@@ -32,10 +38,16 @@ import os
 import sys
 import time
 from collections import deque
-from typing import cast
+from typing import Any, cast
+
+try:
+    from zlib_ng import zlib_ng as zlib
+except ImportError:  # pragma: no cover - the standard zlib, slower
+    import zlib  # type: ignore[no-redef]
 
 try:
     from websockets.client import ClientProtocol
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory, PerMessageDeflate
     from websockets.frames import Frame, Opcode
     from websockets.http11 import Response
     from websockets.uri import parse_uri
@@ -43,16 +55,53 @@ except ImportError:  # pragma: no cover - websockets too old or missing
     print("ws_client: the 'websockets' package (>= 13) is required", file=sys.stderr)
     raise SystemExit(2) from None
 
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover
+
+    def apply_mask(data: bytes, mask: bytes) -> bytes:
+        return bytes(byte ^ mask[i % 4] for i, byte in enumerate(data))
+
+
 REPLY_TIMEOUT = 5.0
+TAIL = b"\x00\x00\xff\xff"
+
+
+def json_message(size: int = 1024) -> bytes:
+    """Valid JSON of at most ``size`` bytes (1,000 to 1,024 by default) as a chat or a dashboard sends
+    it: varied keys and values, so it compresses as such JSON does, not as one repeated byte."""
+    items: list[dict[str, object]] = []
+    while True:
+        i = len(items)
+        item = {
+            "id": 1000 + i,
+            "user": f"user-{i * 7919 % 1000}",
+            "score": i * 37.5 % 101,
+            "online": i % 3 == 0,
+        }
+        if len(json.dumps({"type": "update", "items": [*items, item]})) > size:
+            return json.dumps({"type": "update", "items": items}).encode()
+        items.append(item)
+
+
+MESSAGES = {"hello": b"Hello, World!", "json1k": json_message()}
 
 
 class Shared:
     """State shared by all connections of one run."""
 
     def __init__(
-        self, payload: bytes, depth: int, start_at: float, deadline: float, prebuilt: bool = True
+        self,
+        payload: bytes,
+        depth: int,
+        start_at: float,
+        deadline: float,
+        prebuilt: bool = True,
+        deflate: bool = False,
     ) -> None:
         self.payload = payload
+        self.deflate = deflate  # offer permessage-deflate as Chromium does, and compress as it does
+        self.extensions: set[str] = set()
         # With prebuilt frames, data frames bypass the client protocol after the handshake: each
         # connection sends one masked frame built once and compares the echo byte for byte, so the
         # client costs far less per message than the server and the figure measures the server.
@@ -72,7 +121,8 @@ class EchoConnection(asyncio.Protocol):
     """One client connection doing send/receive ping-pong until the deadline."""
 
     def __init__(self, url: str, shared: Shared, loop: asyncio.AbstractEventLoop) -> None:
-        self.ws = ClientProtocol(parse_uri(url), max_size=2**20)
+        factories = [ClientPerMessageDeflateFactory(client_max_window_bits=True)] if shared.deflate else None
+        self.ws = ClientProtocol(parse_uri(url), extensions=factories, max_size=2**20)
         self.shared = shared
         self.loop = loop
         self.transport: asyncio.Transport | None = None
@@ -87,6 +137,12 @@ class EchoConnection(asyncio.Protocol):
         self.out_frame = _frame_head(len(shared.payload), masked=True) + key + masked
         self.fast = False  # data frames read and written directly (see Shared.prebuilt)
         self.rbuf = b""
+        self.compressor: Any = None  # permessage-deflate, once accepted
+        self.decompressor: Any = None
+        self.flush_mode = 0
+        self.window = 15
+        self.remote_no_context_takeover = False
+        self.frames: dict[bytes, bytes] = {}  # compressed payload -> masked frame, for repeated messages
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -95,7 +151,11 @@ class EchoConnection(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
-        if self.fast:
+        if self.fast and self.compressor is not None:
+            data = self._read_compressed(data)
+            if not data:
+                return
+        elif self.fast:
             buffer = self.rbuf + data if self.rbuf else data
             expected = self.shared.echo_frame
             size = len(expected)
@@ -122,6 +182,7 @@ class EchoConnection(asyncio.Protocol):
                     self.opened.set_result(None)
                     self.loop.call_at(self.shared.start_at, self._start)
                     self.fast = self.shared.prebuilt
+                    self._start_deflate(event.headers.get("Sec-WebSocket-Extensions", ""))
                     self.watchdog = self.loop.call_later(0.5, self._check_stalled)
             elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY):
                 self._on_echo(event)
@@ -168,11 +229,80 @@ class EchoConnection(asyncio.Protocol):
                 self.close()
             return
         self.in_flight.append(time.perf_counter())
+        if self.fast and self.compressor is not None:
+            compressed = self.compressor.compress(self.shared.payload) + self.compressor.flush(
+                self.flush_mode
+            )
+            frame = self.frames.get(compressed)
+            if frame is None:
+                key = os.urandom(4)
+                body = compressed[:-4]
+                frame = _frame_head(len(body), masked=True, first=0xC1) + key + apply_mask(body, key)
+                if len(self.frames) < 16:
+                    self.frames[compressed] = frame
+            self.transport.write(frame)
+            return
         if self.fast:
             self.transport.write(self.out_frame)
             return
         self.ws.send_text(self.shared.payload)
         self._flush()
+
+    def _start_deflate(self, accepted: str) -> None:
+        """Once permessage-deflate is accepted: this connection's own compressor and decompressor,
+        with the parameters the server answered."""
+        extensions = [e for e in self.ws.extensions if isinstance(e, PerMessageDeflate)]
+        self.shared.extensions.add(accepted or "none")
+        if not extensions or not self.fast:
+            return
+        extension = extensions[0]
+        self.window = -max(9, extension.remote_max_window_bits or 15)
+        self.decompressor = zlib.decompressobj(self.window)
+        self.compressor = zlib.compressobj(6, zlib.DEFLATED, -max(9, extension.local_max_window_bits or 15))
+        self.flush_mode = zlib.Z_FULL_FLUSH if extension.local_no_context_takeover else zlib.Z_SYNC_FLUSH
+        self.remote_no_context_takeover = bool(extension.remote_no_context_takeover)
+
+    def _read_compressed(self, data: bytes) -> bytes:
+        """Read whole data frames (compressed or not) and answer pings; return the bytes from the first
+        other frame on (handed to the client protocol), or b"" when all was read."""
+        buffer = self.rbuf + data if self.rbuf else data
+        position = 0
+        size = len(buffer)
+        while size - position >= 2:
+            first, second = buffer[position], buffer[position + 1]
+            length = second & 0x7F
+            header = 2
+            if length == 126:
+                if size - position < 4:
+                    break
+                length = int.from_bytes(buffer[position + 2 : position + 4], "big")
+                header = 4
+            elif length == 127:
+                if size - position < 10:
+                    break
+                length = int.from_bytes(buffer[position + 2 : position + 10], "big")
+                header = 10
+            end = position + header + length
+            if end > size:
+                break
+            payload = buffer[position + header : end]
+            if first in (0xC1, 0xC2):
+                if self.remote_no_context_takeover:
+                    self.decompressor = zlib.decompressobj(self.window)
+                self._on_echo_payload(self.decompressor.decompress(payload + TAIL))
+            elif first in (0x81, 0x82):
+                self._on_echo_payload(payload)
+            elif first == 0x89:  # a ping: the pong, masked
+                key = os.urandom(4)
+                assert self.transport is not None
+                self.transport.write(bytes((0x8A, 0x80 | length)) + key + apply_mask(payload, key))
+            elif first != 0x8A:
+                self.fast = False
+                self.rbuf = b""
+                return buffer[position:]
+            position = end
+        self.rbuf = buffer[position:]
+        return b""
 
     def _check_stalled(self) -> None:
         """Watchdog: a connection with a message unanswered for REPLY_TIMEOUT is aborted."""
@@ -213,14 +343,15 @@ class EchoConnection(asyncio.Protocol):
             self.loop.call_later(1.0, self.abort)
 
 
-def _frame_head(size: int, masked: bool) -> bytes:
-    """The header of a final text frame of ``size`` bytes (RFC 6455 section 5.2)."""
+def _frame_head(size: int, masked: bool, first: int = 0x81) -> bytes:
+    """The header of a final text frame of ``size`` bytes (RFC 6455 section 5.2); ``first`` 0xC1 for a
+    compressed one."""
     mask_bit = 0x80 if masked else 0
     if size < 126:
-        return bytes((0x81, mask_bit | size))
+        return bytes((first, mask_bit | size))
     if size < 65536:
-        return bytes((0x81, mask_bit | 126)) + size.to_bytes(2, "big")
-    return bytes((0x81, mask_bit | 127)) + size.to_bytes(8, "big")
+        return bytes((first, mask_bit | 126)) + size.to_bytes(2, "big")
+    return bytes((first, mask_bit | 127)) + size.to_bytes(8, "big")
 
 
 def _percentile(sorted_values: list[float], pct: float) -> float:
@@ -238,10 +369,13 @@ async def run(
     ramp: float,
     depth: int = 1,
     prebuilt: bool = True,
+    deflate: bool = False,
+    message: str | None = None,
 ) -> dict[str, float | int | str]:
     loop = asyncio.get_running_loop()
     uri = parse_uri(url)
-    shared = Shared(b"m" * size, depth, loop.time() + ramp, loop.time() + ramp + duration, prebuilt)
+    payload = MESSAGES[message] if message else b"m" * size
+    shared = Shared(payload, depth, loop.time() + ramp, loop.time() + ramp + duration, prebuilt, deflate)
     conns: list[EchoConnection] = []
 
     async def open_one() -> None:
@@ -279,6 +413,8 @@ async def run(
         "mismatches": shared.mismatches,
         "client_cpu_pct": round(cpu_pct, 1),
         "first_error": shared.first_error,
+        "message_bytes": len(payload),
+        "extensions": " | ".join(sorted(shared.extensions)),
     }
 
 
@@ -300,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="parse and build every frame with the websockets client protocol (slower client)",
     )
+    parser.add_argument(
+        "--deflate", action="store_true", help="offer permessage-deflate as Chromium does, send compressed"
+    )
+    parser.add_argument("--message", choices=sorted(MESSAGES), help="a fixed message in place of --size")
     args = parser.parse_args(argv)
 
     coro = run(
@@ -310,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         args.ramp,
         max(1, args.depth),
         not args.parse_frames,
+        args.deflate,
+        args.message,
     )
     result: dict[str, float | int | str]
     try:

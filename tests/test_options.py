@@ -30,6 +30,7 @@ FULMEN_ONLY_CLI = {
     "bind",
     "reuse_port",
     "metrics_bind",
+    "ws_compress_min_size",
 }
 FULMEN_ONLY_API = {
     "worker_class",
@@ -42,6 +43,7 @@ FULMEN_ONLY_API = {
     "bind",
     "reuse_port",
     "metrics_bind",
+    "ws_compress_min_size",
 }
 
 

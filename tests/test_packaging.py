@@ -43,6 +43,6 @@ def test_wheel_carries_the_licence_and_the_metadata(tmp_path: Path) -> None:
         assert f"Programming Language :: Python :: 3.{minor}" in classifiers
     assert "Typing :: Typed" in classifiers
     # The development tools are a dependency group, not an extra users could install.
-    assert set(metadata.get_all("Provides-Extra", [])) == {"standard", "http2"}
+    assert set(metadata.get_all("Provides-Extra", [])) == {"standard", "http2", "deflate"}
     assert metadata["Description-Content-Type"] == "text/markdown"
     assert str(metadata.get_payload()).startswith("# fulmen")  # the README

@@ -225,6 +225,14 @@ OPTIONS: tuple[Option, ...] = (
         section="Implementation",
     ),
     _o(
+        "ws_compress_min_size",
+        128,
+        "With permessage-deflate, WebSocket messages smaller than this many bytes are sent "
+        "uncompressed (compressing them costs more time than the bytes it saves).",
+        kind=int,
+        section="Implementation",
+    ),
+    _o(
         "lifespan",
         "auto",
         "Lifespan protocol: auto, on or off.",
@@ -499,6 +507,7 @@ BOUNDS: dict[str, Bounds] = {
     "timeout_worker_healthcheck": Bounds(1),
     "ws_max_size": Bounds(1),
     "ws_max_queue": Bounds(1),
+    "ws_compress_min_size": Bounds(0),
     "ws_ping_interval": Bounds(0),  # 0: no pings
     "ws_ping_timeout": Bounds(0),
     "h11_max_incomplete_event_size": Bounds(1),

@@ -532,6 +532,152 @@ def test_per_message_deflate(ws_impl: str, deflate: bool) -> None:
         run(client(server))
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"server_no_context_takeover": True, "client_no_context_takeover": True},
+        {"server_max_window_bits": 9, "client_max_window_bits": 9},
+        {"server_max_window_bits": 12, "client_max_window_bits": 10, "client_no_context_takeover": True},
+    ],
+    ids=["takeover", "no-takeover", "window-9", "window-12-10"],
+)
+def test_per_message_deflate_parameters(ws_impl: str, params: dict[str, Any]) -> None:
+    """The websockets client with each parameter of RFC 7692: messages of every size, whole and
+    fragmented, both ways, many in a row (so a context wrongly kept or dropped would show)."""
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+
+    async def client(server: RunningServer) -> None:
+        factory = ClientPerMessageDeflateFactory(**params)
+        async with connect(url(server), extensions=[factory], compression=None, max_size=None) as ws:
+            assert ws.response is not None
+            assert "permessage-deflate" in ws.response.headers.get("sec-websocket-extensions", "")
+            chunk = os.urandom(700).hex()
+            for round in range(3):
+                for text in ("hi", "x" * 200, json.dumps({"round": round, "chunk": chunk}), chunk * 40):
+                    await ws.send(text)
+                    assert await ws.recv() == text
+                await ws.send([chunk[:300], "é" * 500, chunk])
+                assert await ws.recv() == chunk[:300] + "é" * 500 + chunk
+
+    with run_server(echo_app, ws=ws_impl, ws_compress_min_size=64) as server:
+        run(client(server))
+
+
+DEFLATE_OFFER = (
+    b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+)
+
+
+@pytest.mark.parametrize("min_size", [0, 128])
+def test_small_messages_are_sent_uncompressed(ws_impl: str, min_size: int) -> None:
+    """Under --ws-compress-min-size a message goes out plain (RSV1 clear), at or over it compressed;
+    the client's frames may be either."""
+    import zlib
+
+    with run_server(echo_app, ws=ws_impl, ws_compress_min_size=min_size) as server:
+        raw = RawClient(server.port, headers=DEFLATE_OFFER)
+        assert raw.status == 101
+        assert raw.response_headers[b"sec-websocket-extensions"] == b"permessage-deflate"
+        inflater = zlib.decompressobj(-15)
+        for size in (13, 127, 128, 1000):
+            message = b"m" * size
+            raw.send_frame(TEXT, message)
+            opcode, payload, fin = raw.recv_frame() or (0, b"", False)
+            assert (opcode, fin) == (TEXT, True)
+            if size >= min_size:
+                assert raw.last_rsv == 4
+                assert inflater.decompress(payload + b"\x00\x00\xff\xff") == message
+            else:
+                assert raw.last_rsv == 0
+                assert payload == message
+        raw.close()
+
+
+def test_compressed_message_sent_with_the_handshake(ws_impl: str) -> None:
+    import zlib
+
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    data = compressor.compress(b"early " * 100) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    with run_server(echo_app, ws=ws_impl) as server:
+        raw = RawClient(server.port, headers=DEFLATE_OFFER, extra=ws_frame(TEXT, data[:-4], rsv=4))
+        assert raw.status == 101
+        frame = raw.recv_frame()
+        assert frame is not None and raw.last_rsv == 4
+        assert zlib.decompressobj(-15).decompress(frame[1] + b"\x00\x00\xff\xff") == b"early " * 100
+        raw.close()
+
+
+# -- strictness
+
+
+@pytest.mark.parametrize(
+    ("violation", "code"),
+    [
+        (ws_frame(TEXT, b"bad", rsv=2), 1002),
+        (ws_frame(0x5, b""), 1002),
+        (ws_frame(CONT, b"lone"), 1002),
+        (ws_frame(TEXT, b"\xff"), 1007),
+    ],
+    ids=["reserved-bits", "reserved-opcode", "continuation", "utf8"],
+)
+def test_messages_before_a_violation_are_delivered_first(ws_impl: str, violation: bytes, code: int) -> None:
+    """The app gets (and echoes) what arrived before the bad frame; then the connection fails."""
+    with run_server(echo_app, ws=ws_impl) as server:
+        raw = RawClient(server.port)
+        assert raw.status == 101
+        raw.send(ws_frame(TEXT, b"Hello") + ws_frame(TEXT, b"frag", fin=False) + ws_frame(CONT, b"ment"))
+        raw.send(violation + ws_frame(PING, b"never answered"))
+        assert raw.recv_frame() == (TEXT, b"Hello", True)
+        assert raw.recv_frame() == (TEXT, b"fragment", True)
+        frame = raw.recv_frame()
+        assert frame is not None and frame[0] == CLOSE, frame
+        assert int.from_bytes(frame[1][:2], "big") == code
+        assert raw.wait_eof()
+        raw.close()
+
+
+def test_a_violation_waits_for_an_app_that_does_not_read_only_so_long(
+    ws_impl: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app that never takes its messages does not keep a failed connection open for ever."""
+
+    from fulmen.websockets import session
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.sleep(2)
+
+    monkeypatch.setattr(session, "CLOSE_TIMEOUT", 0.3)
+    with run_server(app, ws=ws_impl) as server:
+        raw = RawClient(server.port)
+        assert raw.status == 101
+        raw.send(ws_frame(TEXT, b"queued") + ws_frame(TEXT, b"x", rsv=2))
+        assert raw.recv_close(1.5) == 1002
+        raw.close()
+
+
+def test_invalid_utf8_fails_as_soon_as_it_arrives(ws_impl: str) -> None:
+    """A text frame sent in pieces: the close comes after the bad bytes, before the frame's end."""
+    valid, invalid, rest = b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", b"\xf4\x90\x80\x80", b"edited"
+    frame = ws_frame(TEXT, valid + invalid + rest)
+    with run_server(echo_app, ws=ws_impl) as server:
+        for pieces in (
+            [frame[:17], frame[17:21]],
+            [ws_frame(TEXT, valid, fin=False), ws_frame(CONT, invalid)],
+        ):
+            raw = RawClient(server.port)
+            assert raw.status == 101
+            raw.send(pieces[0])
+            assert raw.recv_frame(0.3) is None  # nothing wrong yet
+            raw.send(pieces[1])
+            assert raw.recv_close(3) == 1007
+            raw.close()
+
+
 # -- shutdown
 
 
@@ -624,6 +770,31 @@ def test_access_log(ws_impl: str, caplog: pytest.LogCaptureFixture) -> None:
     assert any('"WebSocket /chat?room=1 HTTP/1.1" 101' in line for line in lines), lines
     assert any('"WebSocket /no HTTP/1.1" 403' in line for line in lines), lines
     assert all(line.startswith("127.0.0.1:") for line in lines)
+
+
+def test_server_log_has_uvicorns_websocket_lines(ws_impl: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The lines uvicorn writes to its server log (``uvicorn.error``, here ``fulmen.error``), in its
+    words, so that what reads uvicorn's logs reads fulmen's."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/no":
+            await send({"type": "websocket.close"})
+            return
+        await echo_app(scope, receive, send)
+
+    with caplog.at_level(logging.INFO, logger="fulmen.error"):
+        with run_server(app, ws=ws_impl) as server:
+            raw = RawClient(server.port, path=b"/chat?room=1")
+            port = raw.sock.getsockname()[1]
+            raw.close()
+            RawClient(server.port, path=b"/no").close()
+            assert wait_until(lambda: any("connection closed" in r.getMessage() for r in caplog.records))
+    lines = [record.getMessage() for record in caplog.records if record.name == "fulmen.error"]
+    accepted = lines.index(f'127.0.0.1:{port} - "WebSocket /chat?room=1" [accepted]')
+    assert lines[accepted + 1] == "connection open"
+    assert "connection closed" in lines[accepted + 2 :]
+    refused = next(i for i, line in enumerate(lines) if line.endswith('"WebSocket /no" 403'))
+    assert lines[refused + 1] == "connection rejected (403 Forbidden)"
 
 
 # -- real applications

@@ -67,6 +67,7 @@ class RawClient:
         self.sock.sendall(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n%s" % (path, headers, extra))
         self.buffer = b""
         self.eof = False
+        self.last_rsv = 0
         head = self._read_until(b"\r\n\r\n")
         self.head = head
         self.status = int(head.split(b" ", 2)[1]) if head else 0
@@ -141,6 +142,7 @@ class RawClient:
             (size,) = struct.unpack("!Q", extended)
         payload = self._take(size, deadline)
         assert payload is not None
+        self.last_rsv = head[0] >> 4 & 0x7  # the reserved bits of this frame (4: compressed)
         return head[0] & 0x0F, payload, bool(head[0] & 0x80)
 
     def recv_close(self, timeout: float = 5.0) -> int | None:

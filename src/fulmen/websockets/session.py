@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import http
 import logging
 import os
+import struct
 import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from fulmen.access_log import client_text, log_access
+from fulmen.access_log import client_text, log_access, quoted_full_path
 from fulmen.http.wire import STATUS_LINES, simple_response
 from fulmen.metrics.recorder import WEBSOCKET
 from fulmen.protocols.flow_control import HIGH_WATER_LIMIT
 from fulmen.protocols.response_rules import ERROR_BODIES, check_status, checked_headers
 from fulmen.protocols.server_protocol import ServerProtocol
-from fulmen.websockets.frames import BINARY, TEXT, FrameReader, encode_frame
+from fulmen.websockets.deflate import Codec, negotiate
+from fulmen.websockets.frames import BINARY, CLOSE, COMPRESSED, PING, PONG, TEXT, MessageReader, encode_frame
 
 logger = logging.getLogger("fulmen.error")
 _TRACE = 5
@@ -42,6 +45,10 @@ RESPONSE = 2  # the app is sending its own HTTP response (websocket.http.respons
 CLOSING = 3  # we sent a close frame and wait for the peer's
 CLOSED = 4  # nothing more is sent
 
+_CLOSE_CODE = struct.Struct("!H")
+#: Compressed size of a message that is never sent compressed (the peer asked for a window zlib lacks).
+_NEVER = 1 << 62
+
 _REFUSED = {403: b"Forbidden", 400: b"Invalid WebSocket handshake", 503: ERROR_BODIES[503]}
 
 
@@ -53,19 +60,19 @@ class ClientDisconnected(OSError):
     """Raised by ``send`` once the connection is closed (the ASGI spec asks for an IOError subclass)."""
 
 
-def _wire_size(data: Any) -> int:
-    """Bytes of a frame's payload; text counts its UTF-8 bytes, not its characters (--ws-max-size)."""
-    if type(data) is str and not data.isascii():
-        return len(data.encode("utf-8", "surrogatepass"))
-    return len(data)
-
-
 def _subprotocols(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
     offered: list[str] = []
     for name, value in headers:
         if name == b"sec-websocket-protocol":
             offered.extend(token.strip() for token in value.decode("latin-1").split(",") if token.strip())
     return offered
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def _truncate_reason(reason: str) -> str:
@@ -87,6 +94,7 @@ class WebSocketSession(ServerProtocol):
         self.ping_interval: float | None = self.config.ws_ping_interval or None
         self.ping_timeout: float | None = self.config.ws_ping_timeout or None
         self.per_message_deflate = bool(self.config.ws_per_message_deflate)
+        self.compress_min_size: int = self.config.ws_compress_min_size
 
         self.scope: dict[str, Any] = {}
         self.state = CONNECTING
@@ -95,10 +103,10 @@ class WebSocketSession(ServerProtocol):
         self.queue: deque[dict[str, Any]] = deque([{"type": "websocket.connect"}])
         self.waiter: asyncio.Future[None] | None = None
         self.disconnect: dict[str, Any] | None = None  # the websocket.disconnect the app gets, once over
-        self.frames = FrameReader(self.max_size, self.on_message, self.feed, self.on_refused)
-        self.compressing = False  # permessage-deflate in use: data frames are built by the engine
-        self.parts: list[Any] = []  # fragments of the message being received
-        self.parts_size = 0
+        self.frames = MessageReader(self.max_size, self.on_message, self.feed, self.on_protocol_error)
+        self.codec: Codec | None = None  # permessage-deflate, when negotiated
+        self.failure: tuple[int, str] | None = None  # a violation waiting for the app to take its messages
+        self.failure_timer: asyncio.TimerHandle | None = None
         self.close_code: int | None = None  # the code of the close frame we sent
         self.ping_timer: asyncio.TimerHandle | None = None
         self.pong_timer: asyncio.TimerHandle | None = None
@@ -158,6 +166,8 @@ class WebSocketSession(ServerProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if logger.isEnabledFor(_TRACE):
             logger.log(_TRACE, "%s - WebSocket connection lost", self.client_text)
+        if self.status == 101:
+            logger.info("connection closed")
         self.reading = False
         self.state = CLOSED
         self.cancel_timers()
@@ -173,40 +183,8 @@ class WebSocketSession(ServerProtocol):
 
     # -- events from the frame reader and the engine
 
-    def on_message(self, opcode: int, payload: bytes) -> None:
-        """A whole, uncompressed data frame read by the fast path (:mod:`fulmen.websockets.frames`)."""
-        if opcode == TEXT:
-            try:
-                text = payload.decode("utf-8")
-            except UnicodeDecodeError:
-                self.fail(1007, "Invalid UTF-8 in text message")
-                return
-            self.on_data(text, True)
-        else:
-            self.on_data(payload, True)
-
-    def on_refused(self, code: int) -> None:
-        self.fail(code, "Message too big" if code == 1009 else "Control frame too long")
-
-    def on_data(self, data: Any, fin: bool) -> None:
-        """A data frame, or part of one (``str`` for text, ``bytes`` for binary); a message once ``fin``."""
-        parts = self.parts
-        if fin and not parts:
-            if _wire_size(data) > self.max_size:
-                self.fail(1009, "Message too big")
-                return
-        else:
-            size = self.parts_size + _wire_size(data)
-            if size > self.max_size:
-                self.fail(1009, "Message too big")
-                return
-            parts.append(data)
-            if not fin:
-                self.parts_size = size
-                return
-            data = "".join(parts) if type(data) is str else b"".join(parts)
-            parts.clear()
-            self.parts_size = 0
+    def on_message(self, data: Any) -> None:
+        """A whole message read by :class:`~fulmen.websockets.frames.MessageReader`: ``str`` or ``bytes``."""
         if type(data) is str:
             message = {"type": "websocket.receive", "text": data}
         else:
@@ -235,6 +213,23 @@ class WebSocketSession(ServerProtocol):
         if self.state == OPEN:
             self.transport.write(self.frame_close(None if code == 1005 else code, reason))
         self.finish(code, reason)
+
+    def on_protocol_error(self, code: int, reason: str) -> None:
+        """The peer broke the protocol or a limit. The messages it sent before are still the app's:
+        the connection fails once the app has taken them (or after ``CLOSE_TIMEOUT`` if it does not)."""
+        self.reading = False
+        if self.state != OPEN or not self.queue:
+            self.fail(code, reason)
+            return
+        self.failure = (code, reason)
+        self.failure_timer = self.loop.call_later(CLOSE_TIMEOUT, self.fail_pending)
+
+    def fail_pending(self) -> None:
+        """Carry out the failure waiting in :attr:`failure`."""
+        failure = self.failure
+        if failure is not None:
+            self.failure = None
+            self.fail(*failure)
 
     def fail(self, code: int, reason: str) -> None:
         """A protocol violation or a limit: close with ``code`` at once, without waiting for the peer."""
@@ -278,6 +273,8 @@ class WebSocketSession(ServerProtocol):
     async def receive(self) -> dict[str, Any]:
         queue = self.queue
         while not queue:
+            if self.failure is not None:
+                self.fail_pending()
             if self.disconnect is not None:
                 return self.disconnect
             waiter = self.waiter = self.loop.create_future()
@@ -299,17 +296,18 @@ class WebSocketSession(ServerProtocol):
             if message_type == "websocket.send":
                 text = message.get("text")
                 if text is not None:
-                    if self.compressing:
-                        self.transport.write(self.frame_text(text))
-                    else:
-                        self.transport.write(encode_frame(TEXT, text.encode()))
-                    return
-                data = message.get("bytes")
-                if data is None:
-                    raise RuntimeError("Expected 'text' or 'bytes' in ASGI message 'websocket.send'.")
-                self.transport.write(
-                    self.frame_bytes(data) if self.compressing else encode_frame(BINARY, data)
-                )
+                    payload = text.encode()
+                    opcode = TEXT
+                else:
+                    payload = message.get("bytes")
+                    if payload is None:
+                        raise RuntimeError("Expected 'text' or 'bytes' in ASGI message 'websocket.send'.")
+                    opcode = BINARY
+                codec = self.codec
+                if codec is not None and len(payload) >= self.compress_min_size:
+                    self.transport.write(encode_frame(opcode | COMPRESSED, codec.compress(payload)))
+                else:
+                    self.transport.write(encode_frame(opcode, payload))
             elif message_type == "websocket.close":
                 self.start_close(message.get("code") or 1000, _truncate_reason(message.get("reason") or ""))
             else:
@@ -353,9 +351,15 @@ class WebSocketSession(ServerProtocol):
         if subprotocol is not None:
             headers.append((b"sec-websocket-protocol", subprotocol.encode("latin-1")))
         headers += self.response_headers(message.get("headers") or ())
-        response = self.accept_response(headers)
-        self.compressing = b"sec-websocket-extensions" in response.lower()
-        self.transport.write(response)
+        if self.per_message_deflate:
+            negotiated = negotiate(self.scope["headers"])
+            if negotiated is not None:
+                extension, codec = negotiated
+                headers.append((b"sec-websocket-extensions", extension.encode()))
+                self.codec = self.frames.codec = codec
+                if not codec.can_compress:
+                    self.compress_min_size = _NEVER
+        self.transport.write(self.accept_response(headers))
         self.state = OPEN
         self.reading = True
         self.log_access(101)
@@ -461,6 +465,9 @@ class WebSocketSession(ServerProtocol):
         self.fail(1011, "keepalive ping timeout")
 
     def cancel_timers(self) -> None:
+        if self.failure_timer is not None:
+            self.failure_timer.cancel()
+            self.failure_timer = None
         if self.ping_timer is not None:
             self.ping_timer.cancel()
             self.ping_timer = None
@@ -476,8 +483,18 @@ class WebSocketSession(ServerProtocol):
 
     def log_access(self, status: int) -> None:
         """One access line per handshake, in the HTTP format, with ``WebSocket`` as the method; and its
-        count with ``--metrics-bind``."""
+        count with ``--metrics-bind``. The server log gets the lines uvicorn writes there (``"WebSocket
+        /path" [accepted]``, ``connection open``, ``connection rejected (403 Forbidden)``, and
+        ``connection closed`` at the end), so that what reads uvicorn's logs reads these."""
         self.status = status
+        if logger.isEnabledFor(logging.INFO):
+            request = f'{self.client_text} - "WebSocket {quoted_full_path(self.scope)}"'
+            if status == 101:
+                logger.info("%s [accepted]", request)
+                logger.info("connection open")
+            else:
+                logger.info("%s %d", request, status)
+                logger.info("connection rejected (%d %s)", status, _phrase(status))
         if self.metrics is not None:
             self.metrics.count(WEBSOCKET + status)
         if self.access_log:
@@ -498,22 +515,21 @@ class WebSocketSession(ServerProtocol):
 
     @abc.abstractmethod
     def feed(self, data: bytes) -> None:
-        """Parse received bytes into calls of the ``on_*`` events (stop once ``reading`` is False)."""
+        """Parse one whole control frame (ping, pong or close) into a call of :meth:`on_ping`,
+        :meth:`on_pong`, :meth:`on_close` or :meth:`fail`; data frames never reach the engine."""
         ...
 
-    @abc.abstractmethod
-    def frame_text(self, text: str) -> bytes: ...
+    # -- control frames (the same for both engines)
 
-    @abc.abstractmethod
-    def frame_bytes(self, data: bytes) -> bytes: ...
+    @staticmethod
+    def frame_ping(payload: bytes) -> bytes:
+        return encode_frame(PING, payload)
 
-    @abc.abstractmethod
-    def frame_ping(self, payload: bytes) -> bytes: ...
+    @staticmethod
+    def frame_pong(payload: bytes) -> bytes:
+        return encode_frame(PONG, payload)
 
-    @abc.abstractmethod
-    def frame_pong(self, payload: bytes) -> bytes: ...
-
-    @abc.abstractmethod
-    def frame_close(self, code: int | None, reason: str) -> bytes:
+    @staticmethod
+    def frame_close(code: int | None, reason: str) -> bytes:
         """A close frame; ``code`` None means an empty one (the echo of a close without a code)."""
-        ...
+        return encode_frame(CLOSE, b"" if code is None else _CLOSE_CODE.pack(code) + reason.encode())
