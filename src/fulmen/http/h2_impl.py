@@ -40,14 +40,19 @@ from fulmen.metrics.recorder import HTTP2
 from fulmen.protocols.response_rules import (
     DISCONNECT,
     ERROR_BODIES,
+    RESPONSE_EXTENSIONS,
     ASGIExchange,
+    FileBody,
+    accepts_trailers,
     body_allowed,
     body_too_long,
     body_too_short,
     check_header_value,
     check_status,
     content_length,
+    file_chunks,
     header_name,
+    scope_extensions,
 )
 from fulmen.protocols.server_protocol import ServerProtocol
 
@@ -107,6 +112,9 @@ class H2Stream(ASGIExchange):
     __slots__ = ("_write_waiter", "ended", "stream_id", "unacked")
 
     conn: H2Protocol
+    #: Every response extension: trailers as a last HEADERS frame, 103 as an informational HEADERS,
+    #: files read in chunks that meet the windows.
+    extensions = frozenset(RESPONSE_EXTENSIONS)
 
     def __init__(self, conn: H2Protocol, stream_id: int, *request: Any) -> None:
         """``request``: the method, path, raw path, query, headers and expect_continue of the request,
@@ -314,6 +322,45 @@ class H2Stream(ASGIExchange):
             conn.queued(sent)
         self.ended = last
 
+    # -- the response extensions (see response_rules)
+
+    def send_early_hint(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """A ``103 Early Hints`` response: an informational HEADERS frame before the response's."""
+        self.conn.h2.send_headers(self.stream_id, [(b":status", b"103"), *headers])
+        self.conn.schedule_flush()
+
+    def send_trailers(self, fields: list[tuple[bytes, bytes]]) -> Awaitable[None] | None:
+        """The trailer fields as a HEADERS frame that ends the stream, when the client said ``TE:
+        trailers``; else the response ends with an empty DATA frame."""
+        if not fields or self.ended or not accepts_trailers(self.scope["headers"]):
+            return self.send_last(b"")
+        if self.remaining > 0:
+            raise body_too_short()
+        self.conn.h2.send_headers(self.stream_id, fields, end_stream=True)
+        self.ended = True
+        self.conn.schedule_flush()
+        self._finish()
+        return None
+
+    async def send_file(self, body: FileBody) -> None:
+        """A file's bytes as DATA frames, read in chunks as the windows and the socket take them."""
+        if self.remaining >= 0 and body.count > self.remaining:
+            raise body_too_long()
+        sent = 0
+        for chunk in file_chunks(body):
+            if self.flow.write_paused:
+                await self.wait_writable()
+            if self.disconnected:
+                return
+            waiting = self._write(chunk, False)
+            if waiting is not None:
+                await waiting
+            sent += len(chunk)
+        if sent < body.count and not self.disconnected:
+            raise RuntimeError(
+                f"The file ended {body.count - sent} bytes short of the response body's length."
+            )
+
     def _finish(self) -> None:
         self.response_complete = True
         self.wake()
@@ -362,6 +409,12 @@ class H2Protocol(ServerProtocol):
         self.h2.initiate()
         self.flush()
         self.start_idle()
+
+    def make_scope_template(self) -> dict[str, Any]:
+        """The shared scope, with the response extensions a stream frames."""
+        template = super().make_scope_template()
+        template["extensions"] = scope_extensions(RESPONSE_EXTENSIONS)
+        return template
 
     def accept_upgrade(
         self, transport: asyncio.Transport, scope: dict[str, Any], settings: bytes, trailing: bytes
