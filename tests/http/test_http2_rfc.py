@@ -462,3 +462,19 @@ def test_rapid_reset_on_a_server_ends_in_enhance_your_calm() -> None:
         assert [f.error_code for f in frames if isinstance(f, GoAwayFrame)] == [ENHANCE_YOUR_CALM]
         assert server.server.server_state.total_requests <= 300
         sock.close()
+
+
+def test_response_blocks_decode_with_a_client_table_of_size_0() -> None:
+    """The first response block empties the server's HPACK table (a size update to 0), so a client
+    that lowers SETTINGS_HEADER_TABLE_SIZE, even to 0, decodes every block."""
+    from hpack import Decoder
+
+    peer = Peer().feed(SettingsFrame(0, settings={0x1: 0}).serialize()).feed(headers(1) + headers(3))
+    for stream_id in (1, 3):
+        peer.conn.send_headers(stream_id, [(b":status", b"200"), (b"x-a", b"b")], end_stream=True)
+    decoder = Decoder()
+    decoder.max_allowed_table_size = 0
+    blocks = [f.data for f in peer.feed(b"").frames if isinstance(f, HeadersFrame)]
+    assert [decoder.decode(block, raw=True) for block in blocks] == [
+        [(b":status", b"200"), (b"x-a", b"b")]
+    ] * 2

@@ -193,6 +193,7 @@ class H2Connection:
         self.preface_needed = True
         self.settings_needed = True  # the client's first frame must be SETTINGS
         self.terminated = False
+        self.table_emptied = False  # the HPACK table size update to 0 is sent
         # Flow control: what the server may send, and what it lets the client send.
         self.send_window = DEFAULT_WINDOW
         self.peer_initial_window = DEFAULT_WINDOW
@@ -616,6 +617,12 @@ class H2Connection:
         stream = self.streams.get(stream_id)
         if stream is None or not stream.local_open:
             return False
+        if not self.table_emptied:
+            # The first block says the server's dynamic table is empty (RFC 7541 section 6.3): the
+            # encoder never uses it, so no SETTINGS_HEADER_TABLE_SIZE the client sends later can
+            # require an update.
+            block = b"\x20" + block
+            self.table_emptied = True
         size = len(block)
         limit = self.peer_max_frame_size
         flags = END_STREAM if end_stream else 0
