@@ -49,6 +49,7 @@ class RequestHead:
         "method",
         "path",
         "protocol",
+        "request",
         "scheme",
         "size",
     )
@@ -64,6 +65,9 @@ class RequestHead:
         self.expect_continue = False
         self.size = 0  # as SETTINGS_MAX_HEADER_LIST_SIZE counts: names, values and 32 per field
         self.forwarding = False  # X-Forwarded-For and the like are present (for --forwarded-allow-ips)
+        #: What the protocol makes of the head (method and target for the scope), set by the protocol
+        #: once checked: a repeated block is then not checked again.
+        self.request: tuple[str, str, bytes, bytes] | None = None
 
 
 class RequestDecoder:

@@ -537,33 +537,12 @@ class H2Protocol(ServerProtocol):
                 self.transport.close()
             return
         head = event.head
-        if head.size > self.max_head_size or len(head.headers) > self.max_headers:
-            logger.warning("%s: request header list too large", ERROR_BODIES[431].decode())
-            self.refuse(event, 431)
-            return
-        if head.method == b"CONNECT":
-            if head.protocol == b"websocket" and self.ws_protocol_class is not None:
-                self.open_websocket(event)
-            else:  # not a proxy
-                self.refuse(event, 501)
-            return
-        targets = self.server_state.caches.targets
-        path = head.path
-        try:
-            parsed = targets.get(path)
-            if parsed is None:
-                parsed = parse_target(path)
-                remember(targets, path, parsed)
-            path_text, raw_path, query = parsed
-        except HTTPRequestError:
-            logger.warning("Invalid HTTP request received.")
-            self.refuse(event, 400)
-            return
-        methods = self.server_state.caches.methods
-        method = methods.get(head.method)
-        if method is None:
-            method = head.method.decode("ascii")  # a token: checked with the header block
-            remember(methods, head.method, method)
+        request = head.request
+        if request is None:  # first seen: checked once, the connection's decoder remembers the head
+            request = head.request = self.check_request(event)
+            if request is None:
+                return
+        method, path_text, raw_path, query = request
         stream = H2Stream(
             self, stream_id, method, path_text, raw_path, query, list(head.headers), head.expect_continue
         )
@@ -574,6 +553,36 @@ class H2Protocol(ServerProtocol):
             rewrite_from_headers(stream.scope, self.proxy_trust)
         self.streams[stream_id] = stream
         self.start_exchange(stream)
+
+    def check_request(self, event: RequestReceived) -> tuple[str, str, bytes, bytes] | None:
+        """A request head's method and target for the scope; None when the server answers it itself
+        (431, 400, 501) or gives the stream to a WebSocket."""
+        head = event.head
+        if head.size > self.max_head_size or len(head.headers) > self.max_headers:
+            logger.warning("%s: request header list too large", ERROR_BODIES[431].decode())
+            self.refuse(event, 431)
+            return None
+        if head.method == b"CONNECT":
+            if head.protocol == b"websocket" and self.ws_protocol_class is not None:
+                self.open_websocket(event)
+            else:  # not a proxy
+                self.refuse(event, 501)
+            return None
+        caches = self.server_state.caches
+        try:
+            parsed = caches.targets.get(head.path)
+            if parsed is None:
+                parsed = parse_target(head.path)
+                remember(caches.targets, head.path, parsed)
+        except HTTPRequestError:
+            logger.warning("Invalid HTTP request received.")
+            self.refuse(event, 400)
+            return None
+        method = caches.methods.get(head.method)
+        if method is None:
+            method = head.method.decode("ascii")  # a token: checked with the header block
+            remember(caches.methods, head.method, method)
+        return (method, *parsed)
 
     def on_data(self, event: DataReceived) -> None:
         stream = self.streams.get(event.stream_id)
