@@ -50,6 +50,7 @@ from fulmen.http.h2_frames import (
     frame_header,
     goaway_frame,
     iter_settings,
+    pack_header,
     ping_frame,
     rst_stream_frame,
     settings_frame,
@@ -627,7 +628,9 @@ class H2Connection:
         limit = self.peer_max_frame_size
         flags = END_STREAM if end_stream else 0
         if size <= limit:
-            self.out.append(frame_header(size, HEADERS, flags | END_HEADERS, stream_id) + block)
+            self.out.append(
+                pack_header(size >> 16, size & 0xFFFF, HEADERS, flags | END_HEADERS, stream_id) + block
+            )
         else:
             out = self.out
             out.append(frame_header(limit, HEADERS, flags, stream_id) + block[:limit])
@@ -648,11 +651,15 @@ class H2Connection:
         if stream is None or not stream.local_open:
             return -1
         size = len(data)
-        window = min(self.send_window, stream.send_window)
+        window = self.send_window
+        if stream.send_window < window:
+            window = stream.send_window
         limit = self.peer_max_frame_size
         out = self.out
         if (size <= window and size <= limit) or not size:  # the common case: one frame
-            out.append(frame_header(size, DATA, END_STREAM if end_stream else 0, stream_id))
+            out.append(
+                pack_header(size >> 16, size & 0xFFFF, DATA, END_STREAM if end_stream else 0, stream_id)
+            )
             out.append(data)
             sent = size
         else:

@@ -94,6 +94,8 @@ _PAIR = struct.Struct(">LL")
 _SETTING = struct.Struct(">HL")
 
 unpack_header = _HEADER.unpack_from
+#: ``frame_header`` without the call, for the hot path: (length >> 16, length & 0xFFFF, type, flags, id).
+pack_header = _HEADER.pack
 unpack_u32 = _U32.unpack_from
 unpack_pair = _PAIR.unpack_from
 
