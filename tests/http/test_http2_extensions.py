@@ -27,8 +27,17 @@ def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def events_of(client: RawH2, kind: type, stream_id: int) -> list[Any]:
-    return client.of(kind, stream_id)
+def exchange(
+    path: str, kind: type, request_headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[dict[bytes, bytes], bytes, list[Any]]:
+    """The response to ``path`` from the extensions app, and its stream's events of ``kind``."""
+    with run_server(apps.response_extensions, http2=True) as server:
+        client = RawH2(server.port)
+        stream_id = client.request(path, headers=request_headers)
+        headers, body = client.response(stream_id)
+        events = client.of(kind, stream_id)
+        client.close()
+    return headers, body, events
 
 
 def test_extensions_listed_in_the_scope() -> None:
@@ -47,33 +56,18 @@ def test_extensions_listed_in_the_scope() -> None:
 
 @pytest.mark.parametrize("path", ["/trailers", "/trailers/length"])
 def test_trailers_in_a_last_headers_frame(path: str) -> None:
-    with run_server(apps.response_extensions, http2=True) as server:
-        client = RawH2(server.port)
-        stream_id = client.request(path, headers=[(b"te", b"trailers")])
-        headers, body = client.response(stream_id)
-        trailers = events_of(client, h2.events.TrailersReceived, stream_id)
-        client.close()
+    headers, body, trailers = exchange(path, h2.events.TrailersReceived, [(b"te", b"trailers")])
     assert headers[b":status"] == b"200" and body == b"abcd"
     assert [dict(t.headers) for t in trailers] == [{b"x-checksum": b"abcd", b"x-count": b"4"}]
 
 
 def test_no_trailers_without_te_trailers() -> None:
-    with run_server(apps.response_extensions, http2=True) as server:
-        client = RawH2(server.port)
-        stream_id = client.request("/trailers")
-        headers, body = client.response(stream_id)
-        trailers = events_of(client, h2.events.TrailersReceived, stream_id)
-        client.close()
+    headers, body, trailers = exchange("/trailers", h2.events.TrailersReceived)
     assert body == b"abcd" and trailers == []
 
 
 def test_early_hints_come_before_the_response() -> None:
-    with run_server(apps.response_extensions, http2=True) as server:
-        client = RawH2(server.port)
-        stream_id = client.request("/early-hint")
-        headers, body = client.response(stream_id)
-        hints = events_of(client, h2.events.InformationalResponseReceived, stream_id)
-        client.close()
+    headers, body, hints = exchange("/early-hint", h2.events.InformationalResponseReceived)
     assert [[value for name, value in h.headers if name == b"link"] for h in hints] == [
         [b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload; as=script"]
     ]
