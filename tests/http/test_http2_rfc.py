@@ -478,3 +478,17 @@ def test_response_blocks_decode_with_a_client_table_of_size_0() -> None:
     assert [decoder.decode(block, raw=True) for block in blocks] == [
         [(b":status", b"200"), (b"x-a", b"b")]
     ] * 2
+
+
+def test_frames_a_byte_at_a_time() -> None:
+    """A frame trickled in byte by byte arrives whole; a frame head announcing more than 16 KiB is a
+    FRAME_SIZE_ERROR as soon as its 9 bytes are in, not after its payload."""
+    peer = Peer()
+    for byte in headers(1, end_stream=False) + DataFrame(1, b"d" * 16384, flags=["END_STREAM"]).serialize():
+        peer.feed(bytes([byte]))
+    data = [e for e in peer.events if isinstance(e, DataReceived)]
+    assert peer.requests() == [1] and b"".join(e.data for e in data) == b"d" * 16384 and data[-1].ended
+    peer = Peer()
+    for byte in raw_frame(0x0, 0, 1, b"")[:3].replace(b"\0\0\0", b"\x10\0\0") + raw_frame(0x0, 0, 1, b"")[3:]:
+        peer.feed(bytes([byte]))
+    assert peer.goaway() == FRAME_SIZE_ERROR

@@ -190,7 +190,11 @@ class H2Connection:
         self.highest_stream_id = 0  # the last stream the client opened
         self.goaway_last: int | None = None  # the last stream id of the server's GOAWAY
         self.out: list[bytes | memoryview] = []
-        self.buffer = b""
+        # The start of a frame not yet whole: its pieces, and how many bytes make it whole (a frame
+        # sent a byte at a time is joined once, not copied again for every byte).
+        self.partial: list[bytes] = []
+        self.partial_size = 0
+        self.needed = 0
         self.preface_needed = True
         self.settings_needed = True  # the client's first frame must be SETTINGS
         self.terminated = False
@@ -254,16 +258,20 @@ class H2Connection:
         H2ConnectionError (its GOAWAY queued) when the connection must end."""
         if self.terminated:
             return []
-        if self.buffer:
-            data = self.buffer + data
-            self.buffer = b""
+        if self.partial:
+            self.partial.append(data)
+            self.partial_size += len(data)
+            if self.partial_size < self.needed:
+                return []
+            data = b"".join(self.partial)
+            self.partial = []
         events: list[Event] = []
         try:
             if self.preface_needed:
                 if len(data) < len(PREFACE):
                     if not PREFACE.startswith(data):
                         raise H2ConnectionError(ErrorCode.PROTOCOL_ERROR, "invalid connection preface")
-                    self.buffer = data
+                    self.keep_partial(data, len(PREFACE))
                     return events
                 if not data.startswith(PREFACE):
                     raise H2ConnectionError(ErrorCode.PROTOCOL_ERROR, "invalid connection preface")
@@ -302,11 +310,17 @@ class H2Connection:
                 except H2StreamError as exc:
                     self.stream_error(exc, events)
             if position < size:
-                self.buffer = data[position:]
+                rest = data[position:]
+                self.keep_partial(rest, 9 + (int.from_bytes(rest[:3], "big") if len(rest) >= 9 else 0))
         except H2ConnectionError as exc:
             self.terminate(exc.code, str(exc))
             raise
         return events
+
+    def keep_partial(self, data: bytes, needed: int) -> None:
+        self.partial = [data]
+        self.partial_size = len(data)
+        self.needed = needed
 
     def terminate(self, code: ErrorCode, message: str = "") -> None:
         """GOAWAY with ``code``: the connection ends; nothing is received after it."""
