@@ -71,9 +71,15 @@ Promise.all([echo, download]).then(() => report("done", true));
 """.encode()
 
 
+#: The ``http_version`` of each WebSocket the page opened: Chromium opens its ``wss://`` on the
+#: page's HTTP/2 connection (RFC 8441) when the server allows it.
+WEBSOCKET_VERSIONS: list[str] = []
+
+
 async def browser_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The page, its 20 MiB download, and a WebSocket that answers "echo: <message>"."""
     if scope["type"] == "websocket":
+        WEBSOCKET_VERSIONS.append(scope["http_version"])
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
         message = await receive()
@@ -189,6 +195,10 @@ def test_the_page_comes_over_http2(verdict: dict[str, Any]) -> None:
 
 def test_a_websocket_from_the_page(verdict: dict[str, Any]) -> None:
     assert verdict.get("websocket") == "echo: ping", verdict
+
+
+def test_the_websocket_runs_on_the_http2_connection(verdict: dict[str, Any]) -> None:
+    assert verdict.get("websocket") == "echo: ping" and WEBSOCKET_VERSIONS == ["2"], verdict
 
 
 def test_a_20_mib_download_over_http2(verdict: dict[str, Any]) -> None:
