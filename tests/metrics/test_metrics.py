@@ -239,7 +239,11 @@ def _get_all(port: int, count: int, path: str = "/") -> None:
 
 def test_workers_summed_and_counters_never_go_backwards(cli: Any) -> None:
     port, metrics_port = free_port(), free_port()
-    process = cli(APP, "--port", str(port), "--workers", "2", "--metrics-bind", f"127.0.0.1:{metrics_port}")
+    # Process workers (free-threaded Python's default would be threads): each has its own CPU counter.
+    process = cli(
+        APP, "--port", str(port), "--workers", "2", "--worker-class", "process",
+        "--metrics-bind", f"127.0.0.1:{metrics_port}",
+    )  # fmt: skip
     assert process.wait_for("Metrics at http://127.0.0.1:", 20), process.output
     assert wait_until(lambda: len(_worker_pids(process)) == 2, 20), process.output
     assert wait_until(lambda: value(scrape(metrics_port)[1], "fulmen_workers") == 2, 20), process.output
