@@ -88,3 +88,10 @@ def test_zerocopysend_with_offsets(big_file: Path) -> None:
     with run_server(apps.response_extensions, http2=True) as server, h2_client() as client:
         response = client.get(f"{server.url}/zerocopysend?{big_file}")
     assert response.content == data[3:13] + data[1:4] + b"END"
+
+
+def test_pathsend_to_head_sends_no_body(big_file: Path) -> None:
+    with run_server(apps.response_extensions, http2=True) as server, h2_client() as client:
+        response = client.head(f"{server.url}/pathsend/length?{big_file}")
+    assert response.status_code == 200 and response.content == b""
+    assert response.headers["content-length"] == str(big_file.stat().st_size)

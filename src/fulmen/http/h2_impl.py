@@ -344,6 +344,9 @@ class H2Stream(ASGIExchange):
 
     async def send_file(self, body: FileBody) -> None:
         """A file's bytes as DATA frames, read in chunks as the windows and the socket take them."""
+        if self.ended:  # HEAD, 204, 304: counted, not read
+            self.bytes_sent += body.count
+            return
         if self.remaining >= 0 and body.count > self.remaining:
             raise body_too_long()
         sent = 0
