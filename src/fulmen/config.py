@@ -415,7 +415,7 @@ class Config:
             except ImportError:
                 logger.error("--loop uvloop needs the uvloop package: pip install 'fulmen[standard]'.")
                 sys.exit(STARTUP_FAILURE)
-            return uvloop.new_event_loop  # type: ignore[no-any-return]
+            return uvloop.new_event_loop
         try:
             factory = import_from_string(loop)
         except (ImportError, ImportFromStringError) as exc:
