@@ -99,11 +99,12 @@ def accepts_connections(port: int) -> bool:
 
 
 def h2load(
-    server: str, workload: str, port: int, seconds: float, cfg: run.Config, *, requests: int = 0
+    server: str, workload: str, port: int, seconds: float, cfg: run.Config | None, requests: int = 0
 ) -> str:
-    """h2load's output for a timed run (``seconds``), or for ``requests`` requests on one connection."""
+    """h2load's output for a timed run (``seconds``, pinned as ``cfg`` says), or for ``requests``
+    requests on one connection."""
     scheme = "https" if workload == "h2-tls" else "http"
-    command = [*run._client_prefix(cfg), "h2load", "-t1"]
+    command = [*(run._client_prefix(cfg) if cfg is not None else []), "h2load", "-t1"]
     if requests:
         command += ["-c1", f"-m{STREAMS}", f"-n{requests}"]
     else:
@@ -138,47 +139,37 @@ def parse_h2load(output: str) -> dict[str, Any]:
     return out
 
 
-class H2Harness:
-    """The h2load family of ``run.Harness``: one certificate for the whole run."""
-
-    def __init__(self, certificate: tuple[str, str]) -> None:
-        self.certificate = certificate
-        self.cfg: run.Config | None = None
+def harness(certificate: tuple[str, str]) -> run.Harness:
+    """The h2load family of ``run.Harness``, with one certificate for the whole run."""
 
     @contextlib.contextmanager
-    def start(
-        self, server: str, workload: str, cfg: run.Config
-    ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-        self.cfg = cfg
+    def start(server: str, workload: str, cfg: run.Config) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         port = run.free_port()
-        command = server_command(server, workload, port, self.certificate)
+        command = server_command(server, workload, port, certificate)
         if cfg.pin:
             command = ["taskset", "-c", str(cfg.server_cpu), *command]
         with run.running_process(command, port, accepts_connections) as proc:
-            self.server = server
             yield proc, port
 
-    def validate(self, workload: str, port: int) -> None:
-        """The right body, over the protocol the workload is about (h2load checks statuses only)."""
-        assert self.cfg is not None
-        output = h2load(self.server, workload, port, 0, self.cfg, requests=STREAMS)
-        data = parse_h2load(output)
-        protocol = "http/1.1" if self.server == "fulmen-h1" else "h2c" if workload == "h2c" else "h2"
-        if (
-            data["requests"] != STREAMS
-            or data["non_2xx"]
-            or f"Application protocol: {protocol}" not in output
-        ):
-            raise RuntimeError(f"wrong answers for {workload}: {output.strip()[-400:]}")
-        expected = len(apps.PLAINTEXT_BODY) * STREAMS
-        match = re.search(r"^traffic: .*\((\d+)\) data$", output, re.M)
-        if not match or int(match.group(1)) != expected:
-            raise RuntimeError(f"{workload}: expected {expected} bytes of bodies: {output.strip()[-400:]}")
-
     def drive(
-        self, workload: str, port: int, connections: int, seconds: int, cfg: run.Config
+        server: str, workload: str, port: int, connections: int, seconds: int, cfg: run.Config
     ) -> dict[str, Any]:
-        return parse_h2load(h2load(self.server, workload, port, seconds, cfg))
+        return parse_h2load(h2load(server, workload, port, seconds, cfg))
+
+    return run.Harness(start, validate, drive, applies)
+
+
+def validate(server: str, workload: str, port: int) -> None:
+    """The right bodies, over the protocol the workload is about (h2load checks statuses only)."""
+    output = h2load(server, workload, port, 0, None, requests=STREAMS)
+    data = parse_h2load(output)
+    protocol = "http/1.1" if server == "fulmen-h1" else "h2c" if workload == "h2c" else "h2"
+    if data["requests"] != STREAMS or data["non_2xx"] or f"Application protocol: {protocol}" not in output:
+        raise RuntimeError(f"wrong answers for {workload}: {output.strip()[-400:]}")
+    expected = len(apps.PLAINTEXT_BODY) * STREAMS
+    match = re.search(r"^traffic: .*\((\d+)\) data$", output, re.M)
+    if not match or int(match.group(1)) != expected:
+        raise RuntimeError(f"{workload}: expected {expected} bytes of bodies: {output.strip()[-400:]}")
 
 
 def make_certificate(directory: str) -> tuple[str, str]:
@@ -249,9 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = run.build_config(run.parse_args(args))
     cfg.servers, cfg.workloads, cfg.baseline = servers, workloads, "granian"
     with tempfile.TemporaryDirectory() as directory:
-        harness = H2Harness(make_certificate(directory))
-        plan = run.Harness(harness.start, harness.validate, harness.drive, applies)
-        return run.run_plan(cfg, plan, http2_over_http1)
+        return run.run_plan(cfg, harness(make_certificate(directory)), http2_over_http1)
 
 
 if __name__ == "__main__":

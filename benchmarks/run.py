@@ -651,14 +651,21 @@ class Harness:
     WebSocket client here, h2load in ``h2.py``. The rest (interleaving, sampling, retries, the report
     and the chart) is shared."""
 
+    #: (server, workload, cfg) -> a context giving the running server's process and port
     start: Callable[[str, str, Config], AbstractContextManager[tuple[subprocess.Popen[bytes], int]]]
-    validate: Callable[[str, int], None]
-    drive: Callable[[str, int, int, int, Config], dict[str, Any]]
+    #: (server, workload, port): raise unless the server answers right
+    validate: Callable[[str, str, int], None]
+    #: (server, workload, port, connections, seconds, cfg) -> the load generator's figures
+    drive: Callable[[str, str, int, int, int, Config], dict[str, Any]]
     #: Whether a server takes part in a workload (all of them here).
     applies: Callable[[str, str], bool] = lambda server, workload: True
 
 
-WRK_HARNESS = Harness(running_server, validate, drive)
+WRK_HARNESS = Harness(
+    start=running_server,
+    validate=lambda server, workload, port: validate(workload, port),
+    drive=lambda server, *load: drive(*load),
+)
 
 
 def measure(
@@ -670,12 +677,12 @@ def measure(
     try:
         with harness.start(server, workload, cfg) as (proc, port):
             result.started_in_s = round(time.monotonic() - t0, 3)
-            harness.validate(workload, port)
+            harness.validate(server, workload, port)
             if cfg.warmup > 0:
-                harness.drive(workload, port, connections, cfg.warmup, cfg)
+                harness.drive(server, workload, port, connections, cfg.warmup, cfg)
             known0 = _rusage_cpu(resource.RUSAGE_CHILDREN) + _rusage_cpu(resource.RUSAGE_SELF)
             with ProcessTreeSampler(proc.pid) as sampler:
-                data = harness.drive(workload, port, connections, cfg.duration, cfg)
+                data = harness.drive(server, workload, port, connections, cfg.duration, cfg)
             known = _rusage_cpu(resource.RUSAGE_CHILDREN) + _rusage_cpu(resource.RUSAGE_SELF) - known0
             if proc.poll() is not None:
                 raise RuntimeError(f"server died during the run (exit {proc.returncode})")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, run_server
+from tests.conftest import free_port, run_server, stop_process
 from tests.system_tools import require_command
 
 trustme = pytest.importorskip("trustme")
@@ -159,12 +159,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
         yield driver
     finally:
         driver.quit()
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from fulmen.metrics.aggregate import PoolMetrics
 from fulmen.metrics.exposition import render
 from fulmen.metrics.recorder import HTTP1, Snapshot, WorkerMetrics
 from tests.apps import worker_pid
-from tests.conftest import ROOT, free_port, run_server, wait_until
+from tests.conftest import ROOT, free_port, run_server, stop_process, wait_until
 from tests.system_tools import require_command
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes and signals")
@@ -403,9 +403,4 @@ def test_prometheus_scrapes_fulmen(cli: Any, tmp_path: Path) -> None:
             time.sleep(0.5)
         assert result and float(result[0]["value"][1]) >= 20, result
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(5)
+        stop_process(server, 20)
