@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest docs bench bench-quick bench-hotpath bench-sighup fuzz soak autobahn clean
+.PHONY: run test lint typecheck pytest docs bench bench-quick bench-hotpath bench-sighup bench-h2 fuzz soak autobahn clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,20 @@ bench-hotpath: $(STAMP)
 bench-sighup: $(STAMP)
 	$(BIN)/python benchmarks/sighup_under_load.py $(ARGS)
 
+# HTTP/2 under h2load (Debian's nghttp2-client) against granian and hypercorn, which live in a
+# virtual environment of their own, not in the project's.
+PEERS := benchmarks/.venv-peers
+
+$(PEERS)/.installed:
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS)/bin/python -m pip install --quiet granian hypercorn uvloop
+	touch $@
+
+bench-h2: $(STAMP) $(PEERS)/.installed
+	command -v h2load >/dev/null || (apt-get update && apt-get install -y --no-install-recommends nghttp2-client)
+	$(BIN)/python benchmarks/h2.py $(ARGS)
+
 fuzz: $(STAMP)
 	$(BIN)/python benchmarks/fuzz_long.py --seconds $(or $(SECONDS),600) $(ARGS)
 
@@ -54,7 +68,7 @@ autobahn: $(STAMP)
 	$(BIN)/python tools/autobahn.py $(if $(CASES),--cases '$(CASES)') $(ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-autobahn .autobahn build dist *.egg-info src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS) .venv-autobahn .autobahn build dist *.egg-info src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
 
 # Free-threaded Python (docs/free-threading.md): CPython 3.13t built once per machine (cached in
 # ~/.cache/fulmen), and .venv-ft with fulmen on it. test-ft runs the whole suite there with the GIL

@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -73,18 +72,8 @@ def serving(app: str, worker_args: Sequence[str]) -> Iterator[tuple[int, int]]:
     port = run.free_port()
     command = [sys.executable, "-m", "fulmen", app, "--host", run.HOST, "--port", str(port)]
     command += ["--no-access-log", "--log-level", "warning", *worker_args]
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=run._server_env(), stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        with run._LIVE_LOCK:
-            run._LIVE[proc.pid] = proc
-        try:
-            run._wait_ready(proc, port, log)
-            yield proc.pid, port
-        finally:
-            run._kill_tree(proc)
+    with run.running_process(command, port) as proc:
+        yield proc.pid, port
 
 
 def wrk(port: int, connections: int, seconds: float) -> dict[str, Any]:

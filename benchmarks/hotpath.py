@@ -16,6 +16,12 @@ Instructions per request, repeatable to a few in 70,000 whatever else the machin
 
     .venv/bin/python benchmarks/hotpath.py plaintext --instructions
 
+The same over HTTP/2 in cleartext (``--http2``: each connection gets the preface, then one HEADERS
+frame per request, its header block the one h2load repeats once the HPACK table holds its fields)::
+
+    .venv/bin/python benchmarks/hotpath.py plaintext --http2 --instructions
+    .venv/bin/python benchmarks/hotpath.py plaintext --http2 --streams 16 --instructions   # as h2load -m16
+
 A profile of where the time goes (py-spy, if installed)::
 
     py-spy record -r 1000 -o profile.svg -- .venv/bin/python benchmarks/hotpath.py plaintext -n 300000
@@ -86,6 +92,7 @@ class MemoryTransport(asyncio.Transport):
         super().__init__()
         self.writes = 0
         self.closing = False
+        self.protocol: Any = None
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(name, default)
@@ -106,7 +113,7 @@ class MemoryTransport(asyncio.Transport):
         pass
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        pass
+        self.protocol = protocol  # the HTTP/2 hand-over
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -121,6 +128,8 @@ def measure(
     rounds: int,
     access_log: bool = False,
     metrics: bool = False,
+    http2: bool = False,
+    streams: int = 1,
 ) -> float:
     """Microseconds per request, the best of ``rounds`` runs of ``requests`` requests.
 
@@ -138,8 +147,9 @@ def measure(
     if isinstance(app, str):
         app = importlib.import_module(app).app
     level = "info" if access_log else "warning"
+    options: dict[str, Any] = {"http2": True} if http2 else {}
     config = Config(
-        app=app, http=http, loop=loop_name, access_log=access_log, log_level=level, lifespan="off"
+        app=app, http=http, loop=loop_name, access_log=access_log, log_level=level, lifespan="off", **options
     )
     config.load()
     if access_log:
@@ -170,6 +180,8 @@ def measure(
             protocol.connection_made(transport)
             protocols.append((protocol, transport))
         batches = max(1, requests // CONNECTIONS)
+        if http2:
+            return await drive_http2(protocols, request, requests, streams)
         best = float("inf")
         for _ in range(rounds):
             started = time.perf_counter()
@@ -188,6 +200,58 @@ def measure(
         return loop.run_until_complete(drive())
     finally:
         loop.close()
+
+
+async def drive_http2(
+    protocols: list[tuple[Any, MemoryTransport]], request: bytes, requests: int, streams: int
+) -> float:
+    """``drive`` over HTTP/2: the frames of every batch are made first, then fed as the HTTP/1.1
+    requests are, ``streams`` requests per connection per loop turn (h2load's ``-m``); one round."""
+    from hpack import Encoder
+
+    from fulmen.http.h2_frames import PREFACE, settings_frame, window_update_frame
+
+    batches = max(1, requests // (len(protocols) * streams))
+    head = request.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    method, target, _ = head[0].split(b" ")
+    fields = [
+        (b":method", method),
+        (b":scheme", b"http"),
+        (b":authority", b"127.0.0.1:8080"),
+        (b":path", target),
+    ]
+    fields += [
+        (name.strip().lower(), value.strip())
+        for name, _, value in (line.partition(b":") for line in head[1:])
+    ]
+    fields = [field for field in fields if field[0] not in (b"host", b"connection")]
+    feeds = []
+    for protocol, transport in protocols:
+        protocol.data_received(PREFACE + settings_frame({}) + window_update_frame(0, 2**31 - 65536))
+        encoder = Encoder()
+        blocks = [encoder.encode(fields), encoder.encode(fields)]  # the second: table references only
+        frames = []
+        for index in range(batches * streams):
+            block = blocks[min(index, 1)]
+            frames.append(
+                len(block).to_bytes(3, "big") + b"\x01\x05" + (2 * index + 1).to_bytes(4, "big") + block
+            )
+        feeds.append(
+            (transport.protocol, [b"".join(frames[i : i + streams]) for i in range(0, len(frames), streams)])
+        )
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    for index in range(batches):
+        for protocol, frames in feeds:
+            protocol.data_received(frames[index])
+        await asyncio.sleep(0)  # the request tasks run
+        await asyncio.sleep(0)  # the frames are flushed
+    elapsed = time.perf_counter() - started
+    answered = feeds[0][0].server_state.completed_requests  # the server state all connections share
+    total = batches * len(feeds) * streams
+    if answered < total:
+        raise SystemExit(f"only {answered} responses for {total} requests")
+    return elapsed / total * 1e6
 
 
 def uvloop_or_asyncio(name: str) -> asyncio.AbstractEventLoop:
@@ -227,14 +291,21 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind")
     parser.add_argument("--access-log", action="store_true", help="access log on (written to /dev/null)")
     parser.add_argument("--metrics", action="store_true", help="count as --metrics-bind does (fulmen)")
+    parser.add_argument("--http2", action="store_true", help="HTTP/2 with prior knowledge (fulmen)")
+    parser.add_argument(
+        "--streams", type=int, default=1, help="with --http2: requests per connection per turn"
+    )
     args = parser.parse_args()
     access = ", access log" if args.access_log else ""
     counting = "+metrics" if args.metrics else ""
     label = f"{args.server}{counting} {args.workload} ({args.http}, {args.loop}{access})"
+    if args.http2:
+        label = f"{args.server}{counting} {args.workload} (HTTP/2, {args.loop}{access})"
     if args.instructions:
         argv = [args.workload, "--server", args.server, "--http", args.http, "--loop", args.loop]
         argv += ["--access-log"] if args.access_log else []
         argv += ["--metrics"] if args.metrics else []
+        argv += ["--http2", "--streams", str(args.streams)] if args.http2 else []
         print(f"{label}: {count_instructions(argv, args.workload):,} instructions/request")
         return
     micros = measure(
@@ -246,6 +317,8 @@ def main() -> None:
         args.rounds,
         args.access_log,
         args.metrics,
+        args.http2,
+        args.streams,
     )
     print(f"{label}: {micros:.2f} us/request")
 

@@ -41,7 +41,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -177,9 +178,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _server_env() -> dict[str, str]:
+def _server_env(name: str = "") -> dict[str, str]:
+    """The environment of a server: this checkout's ``src`` first, or for ``fulmen@PATH`` the ``src``
+    of another checkout of fulmen (an earlier commit, measured interleaved with this one)."""
     env = dict(os.environ)
-    extra = [str(REPO_ROOT / "src"), str(REPO_ROOT)]
+    _, _, other_checkout = name.partition("@")
+    source = Path(other_checkout).resolve() / "src" if other_checkout else REPO_ROOT / "src"
+    extra = [str(source), str(REPO_ROOT)]
     if env.get("PYTHONPATH"):
         extra.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(extra)
@@ -218,8 +223,9 @@ class Config:
 def server_kind(name: str) -> str:
     """``uvicorn#2`` runs uvicorn under another label (an A/A run shows the noise floor);
     ``fulmen+log`` runs fulmen with its access log on, beside servers without; ``fulmen+metrics``
-    runs fulmen with ``--metrics-bind`` (the cost of counting)."""
-    return re.split(r"[#+]", name, maxsplit=1)[0]
+    runs fulmen with ``--metrics-bind`` (the cost of counting); ``fulmen@../other`` runs the fulmen of
+    another checkout (before and after a change, in one interleaved run)."""
+    return re.split(r"[#+@]", name, maxsplit=1)[0]
 
 
 def access_log_on(name: str, cfg: Config) -> bool:
@@ -269,7 +275,11 @@ def server_available(name: str) -> tuple[bool, str]:
     probe = f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({module!r}) else 1)"
     try:
         res = subprocess.run(
-            [sys.executable, "-c", probe], env=_server_env(), cwd=REPO_ROOT, timeout=30, capture_output=True
+            [sys.executable, "-c", probe],
+            env=_server_env(name),
+            cwd=REPO_ROOT,
+            timeout=30,
+            capture_output=True,
         )
     except subprocess.TimeoutExpired:
         return False, f"probing {module} timed out"
@@ -282,11 +292,29 @@ def server_available(name: str) -> tuple[bool, str]:
 def running_server(name: str, workload: str, cfg: Config) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """Start a server, wait until it answers, yield (process, port); always stop it."""
     port = free_port()
+    with running_process(server_command(name, workload, port, cfg), port, env=_server_env(name)) as proc:
+        yield proc, port
+
+
+def answers_http(port: int) -> bool:
+    """Whether a server on ``port`` answers an HTTP/1.1 request."""
+    status, _ = http_request(port, "GET", "/", timeout=1.0)
+    return status > 0
+
+
+@contextlib.contextmanager
+def running_process(
+    command: list[str],
+    port: int,
+    ready: Callable[[int], bool] = answers_http,
+    env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server's ``command``, wait until ``ready(port)``, yield the process; always stop it."""
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
-        server_command(name, workload, port, cfg),
+        command,
         cwd=REPO_ROOT,
-        env=_server_env(),
+        env=env if env is not None else _server_env(),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -295,8 +323,8 @@ def running_server(name: str, workload: str, cfg: Config) -> Iterator[tuple[subp
     with _LIVE_LOCK:
         _LIVE[proc.pid] = proc
     try:
-        _wait_ready(proc, port, log)
-        yield proc, port
+        _wait_ready(proc, port, log, ready)
+        yield proc
     finally:
         _kill_tree(proc)
         log.close()
@@ -311,15 +339,16 @@ def _log_tail(log: Any, limit: int = 1500) -> str:
     return ""
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Any) -> None:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], port: int, log: Any, ready: Callable[[int], bool] = answers_http
+) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     last_error = ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with code {proc.returncode}: {_log_tail(log)}")
         try:
-            status, _ = http_request(port, "GET", "/", timeout=1.0)
-            if status > 0:
+            if ready(port):
                 return
         except (OSError, http.client.HTTPException) as exc:
             last_error = str(exc)
@@ -642,19 +671,44 @@ def drive(workload: str, port: int, connections: int, seconds: int, cfg: Config)
     return run_wrk(workload, port, connections, seconds, cfg)
 
 
-def measure(server: str, workload: str, connections: int, rnd: int, cfg: Config) -> RunResult:
+@dataclass(frozen=True)
+class Harness:
+    """How a family of workloads starts its servers, checks their answers and loads them: wrk and the
+    WebSocket client here, h2load in ``h2.py``. The rest (interleaving, sampling, retries, the report
+    and the chart) is shared."""
+
+    #: (server, workload, cfg) -> a context giving the running server's process and port
+    start: Callable[[str, str, Config], AbstractContextManager[tuple[subprocess.Popen[bytes], int]]]
+    #: (server, workload, port): raise unless the server answers right
+    validate: Callable[[str, str, int], None]
+    #: (server, workload, port, connections, seconds, cfg) -> the load generator's figures
+    drive: Callable[[str, str, int, int, int, Config], dict[str, Any]]
+    #: Whether a server takes part in a workload (all of them here).
+    applies: Callable[[str, str], bool] = lambda server, workload: True
+
+
+WRK_HARNESS = Harness(
+    start=running_server,
+    validate=lambda server, workload, port: validate(workload, port),
+    drive=lambda server, *load: drive(*load),
+)
+
+
+def measure(
+    server: str, workload: str, connections: int, rnd: int, cfg: Config, harness: Harness = WRK_HARNESS
+) -> RunResult:
     result = RunResult(server, workload, connections, rnd)
     result.background_busy_pct = round(wait_for_quiet(cfg), 1)
     t0 = time.monotonic()
     try:
-        with running_server(server, workload, cfg) as (proc, port):
+        with harness.start(server, workload, cfg) as (proc, port):
             result.started_in_s = round(time.monotonic() - t0, 3)
-            validate(workload, port)
+            harness.validate(server, workload, port)
             if cfg.warmup > 0:
-                drive(workload, port, connections, cfg.warmup, cfg)
+                harness.drive(server, workload, port, connections, cfg.warmup, cfg)
             known0 = _rusage_cpu(resource.RUSAGE_CHILDREN) + _rusage_cpu(resource.RUSAGE_SELF)
             with ProcessTreeSampler(proc.pid) as sampler:
-                data = drive(workload, port, connections, cfg.duration, cfg)
+                data = harness.drive(server, workload, port, connections, cfg.duration, cfg)
             known = _rusage_cpu(resource.RUSAGE_CHILDREN) + _rusage_cpu(resource.RUSAGE_SELF) - known0
             if proc.poll() is not None:
                 raise RuntimeError(f"server died during the run (exit {proc.returncode})")
@@ -706,14 +760,16 @@ def foreign_cpu_pct(sampler: ProcessTreeSampler, known_s: float, cpus: Sequence[
     return max(0.0, 100.0 * foreign / sampler.elapsed)
 
 
-def measure_with_retries(server: str, workload: str, connections: int, rnd: int, cfg: Config) -> RunResult:
+def measure_with_retries(
+    server: str, workload: str, connections: int, rnd: int, cfg: Config, harness: Harness = WRK_HARNESS
+) -> RunResult:
     """Measure; when other work on the machine disturbed the run, measure again (bounded).
 
     Of the attempts, the least disturbed one is kept.
     """
     best: RunResult | None = None
     for attempt in range(1, cfg.retries + 2):
-        result = measure(server, workload, connections, rnd, cfg)
+        result = measure(server, workload, connections, rnd, cfg, harness)
         result.attempts = attempt
         if not result.ok:
             return best or result
@@ -1114,13 +1170,19 @@ def write_outputs(
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = build_config(parse_args(argv))
+    cfg.servers = _check_prereqs(cfg)
+    return run_plan(cfg, WRK_HARNESS)
+
+
+def run_plan(cfg: Config, harness: Harness, notes: Callable[[list[Summary]], list[str]] | None = None) -> int:
+    """Measure every (workload, connections, round, server) of ``cfg``, interleaved, then report;
+    ``notes`` adds lines under the table. The exit status: 0 when every run succeeded."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     if cfg.pin:
         # Keep the harness (and its RSS sampler) off the server's CPU.
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {cfg.client_cpu})
-    cfg.servers = _check_prereqs(cfg)
     if cfg.baseline not in cfg.servers:
         print(f"note: baseline {cfg.baseline!r} not in the run; ratios are relative to {cfg.servers[0]!r}")
         cfg.baseline = cfg.servers[0]
@@ -1131,6 +1193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for conns in cfg.connections
         for rnd in range(1, cfg.rounds + 1)
         for server in cfg.servers
+        if harness.applies(server, workload)
     ]
     per_run = cfg.duration + cfg.warmup + 2
     pinning = f"pinned server=CPU{cfg.server_cpu} client=CPU{cfg.client_cpu}" if cfg.pin else "unpinned"
@@ -1147,7 +1210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     complete = False
     try:
         for i, (workload, conns, rnd, server) in enumerate(plan, 1):
-            r = measure_with_retries(server, workload, conns, rnd, cfg)
+            r = measure_with_retries(server, workload, conns, rnd, cfg, harness)
             results.append(r)
             tag = f"[{i:>3}/{len(plan)}] {workload:<9} c={conns:<4} round {rnd}/{cfg.rounds} {server:<8}"
             if r.ok:
@@ -1175,6 +1238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_table(summaries, cfg))
     print(f"\nratio = median req/s over median req/s of {cfg.baseline} (same workload and connections)")
+    for line in notes(summaries) if notes is not None else ():
+        print(line)
     write_outputs(cfg, results, summaries, started, complete)
     if not complete:
         return 130

@@ -129,3 +129,59 @@ def factory() -> Any:
 
 
 not_callable = 42
+
+
+async def response_extensions(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The ASGI response extensions, one case per path; a file's path (absolute) in the query string."""
+    if scope["type"] != "http":
+        return
+    path, query = scope["path"], scope["query_string"].decode()
+    if path == "/extensions":
+        body = json.dumps(sorted(scope.get("extensions", {}))).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+    elif path.startswith("/trailers"):
+        headers = [(b"trailer", b"x-checksum, x-count")]
+        if path == "/trailers/length":
+            headers.append((b"content-length", b"4"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers, "trailers": True})
+        await send({"type": "http.response.body", "body": b"ab", "more_body": True})
+        await send({"type": "http.response.body", "body": b"cd"})
+        await send(
+            {"type": "http.response.trailers", "headers": [(b"X-Checksum", b"abcd")], "more_trailers": True}
+        )
+        await send({"type": "http.response.trailers", "headers": [(b"x-count", b"4")]})
+    elif path == "/early-hint":
+        links = [b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload; as=script"]
+        await send({"type": "http.response.early_hint", "links": links})
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.early_hint", "links": [b"</late.css>"]})  # too late: ignored
+        await send({"type": "http.response.body", "body": b"ok"})
+    elif path in ("/pathsend", "/pathsend/length"):
+        headers = [(b"content-length", b"%d" % os.path.getsize(query))] if path == "/pathsend/length" else []
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.pathsend", "path": query})
+    elif path == "/zerocopysend":
+        # The file's bytes 3..12, then 3 bytes from its position (moved to 1), then a body.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        with open(query, "rb") as file:
+            await send(
+                {
+                    "type": "http.response.zerocopysend",
+                    "file": file,
+                    "offset": 3,
+                    "count": 10,
+                    "more_body": True,
+                }
+            )
+            file.seek(1)
+            await send({"type": "http.response.zerocopysend", "file": file, "count": 3, "more_body": True})
+        await send({"type": "http.response.body", "body": b"END"})
+    elif path == "/pathsend-after-body":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        await send({"type": "http.response.pathsend", "path": query})
+    elif path == "/body-after-trailers":
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"x"})
+        await send({"type": "http.response.body", "body": b"y"})

@@ -231,6 +231,16 @@ def read_response(
     return reader.response(head_only=head_only)
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL when the process has not ended within ``timeout``."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 class CLIProcess:
     """``python -m fulmen ...`` as a subprocess, with its combined output collected in a thread."""
 

@@ -607,7 +607,12 @@ def http_exchange(
                 break
             answered = sum(1 for c in calls if c.state == "done")
             quiet = all(c.state != "receiving" or c is calls[-1] for c in calls)
-            if expect is None and now - last_data > idle and quiet and answered <= len(finals):
+            # A response that announced "connection: close" is followed by the close: wait for it up
+            # to the deadline (on a loaded machine it can come later than ``idle``), so that a server
+            # that leaves the connection open is still found, as "no progress".
+            closing = bool(finals) and (finals[-1].header(b"connection") or b"").lower() == b"close"
+            settled = quiet and answered <= len(finals) and not closing
+            if expect is None and now - last_data > idle and settled:
                 final_calls = calls
                 break
             sock.settimeout(0.02)

@@ -197,13 +197,13 @@ def test_port_in_use_exits_3(cli: Any) -> None:
     assert "address already in use" in process.output.lower()
 
 
-def test_http2_without_h2_exits_3(cli: Any, tmp_path: Path) -> None:
-    (tmp_path / "h2.py").write_text("raise ImportError('h2 is not installed')\n")
-    # h2 hidden by a module that fails to import; the app comes from the working directory.
+def test_http2_without_hpack_exits_3(cli: Any, tmp_path: Path) -> None:
+    (tmp_path / "hpack.py").write_text("raise ImportError('hpack is not installed')\n")
+    # hpack hidden by a module that fails to import; the app comes from the working directory.
     env = {"PYTHONPATH": str(tmp_path)}
     process = cli("tests.apps:hello", "--http2", "--port", str(free_port()), env=env)
     assert process.wait(15) == 3
-    assert "HTTP/2 needs the h2 package" in process.output
+    assert "HTTP/2 needs the hpack package" in process.output
 
 
 def test_version(cli: Any) -> None:

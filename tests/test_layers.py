@@ -48,15 +48,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("fulmen.main", "fulmen", "fulmen.__main__"),
 ]
 
-#: Circles known and not this package's to break yet, each with its reason. One that is gone must be
-#: taken out of here (the test says so), so that it cannot come back unseen.
-KNOWN_CIRCLES: dict[frozenset[str], str] = {
-    frozenset({"fulmen.supervisors", "fulmen.supervisors.entry"}): (
-        "entry asks the package for ChangeReload, which loads watchfiles only when reloading"
-    ),
-}
-
-
 def module_names(package: Path = PACKAGE) -> dict[str, Path]:
     """Every module of the package, by dotted name (a package by its own name)."""
     modules = {}
@@ -164,11 +155,7 @@ def test_no_module_imports_from_a_floor_above(graph: dict[str, set[str]]) -> Non
 
 
 def test_no_import_circle(graph: dict[str, set[str]]) -> None:
-    found = set(circles(graph))
-    unknown = [sorted(group) for group in found if group not in KNOWN_CIRCLES]
-    assert not unknown, f"import circles: {unknown}"
-    gone = [sorted(group) for group in KNOWN_CIRCLES if group not in found]
-    assert not gone, f"these circles are gone: take them out of KNOWN_CIRCLES: {gone}"
+    assert [sorted(group) for group in circles(graph)] == []
 
 
 # -- the checks themselves can fail

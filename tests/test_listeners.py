@@ -301,7 +301,8 @@ def test_socket_activation_serves(cli: Any, workers: str) -> None:
 
 def test_socket_activation_rolling_restart_keeps_the_socket(cli: Any) -> None:
     port = free_port()
-    process = _activate(cli, port, "--workers", "2", "--no-access-log")
+    # Process workers, whose pids show the restart (free-threaded Python's default would be threads).
+    process = _activate(cli, port, "--workers", "2", "--worker-class", "process", "--no-access-log")
     assert _get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200, process.output
     pid = _fulmen_pid(process)
     activated = os.readlink(f"/proc/{pid}/fd/3")

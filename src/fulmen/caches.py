@@ -29,7 +29,16 @@ MAX_KEY_SIZE = 256
 class HTTPCaches:
     """The caches of one server; every one maps what the peer or the application sent to what it means."""
 
-    __slots__ = ("content_lengths", "header_lines", "header_names", "header_values", "methods", "targets")
+    __slots__ = (
+        "content_lengths",
+        "h2_fields",
+        "h2_heads",
+        "header_lines",
+        "header_names",
+        "header_values",
+        "methods",
+        "targets",
+    )
 
     def __init__(self) -> None:
         #: Request target -> (decoded path, raw path, query).
@@ -46,6 +55,10 @@ class HTTPCaches:
         self.header_values: set[bytes] = set()
         #: Response Content-Length values already parsed.
         self.content_lengths: dict[bytes, int] = {}
+        #: HTTP/2: a response field (name, value) -> its HPACK bytes.
+        self.h2_fields: dict[tuple[bytes, bytes], bytes] = {}
+        #: HTTP/2: (status, *headers) of a response start -> the head checked and encoded.
+        self.h2_heads: dict[tuple[object, ...], tuple[int, bytes, int, frozenset[bytes]]] = {}
 
 
 def remember(cache: dict[K, V], key: K, value: V) -> None:

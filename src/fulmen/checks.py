@@ -22,7 +22,7 @@ from fulmen.options import OPTIONS_BY_NAME
 #: Values of uvicorn's options that name its own implementations, and what to use with fulmen.
 UVICORN_ONLY_VALUES: dict[tuple[str, str], str] = {
     ("http", "zttp"): "zttp is uvicorn's own HTTP/2 implementation; fulmen serves HTTP/2 with --http2 "
-    "(the h2 package) on either HTTP/1.1 parser: use --http auto with --http2",
+    "(the hpack package) on either HTTP/1.1 parser: use --http auto with --http2",
     ("loop", "zuvloop"): "zuvloop is not built in; with the zuvloop package installed, name its loop "
     "factory: --loop zuvloop:new_event_loop",
 }

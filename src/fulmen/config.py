@@ -244,8 +244,8 @@ class Config:
             if app_dir not in sys.path:
                 sys.path.insert(0, app_dir)
 
-        if self.http2 and not _has_module("h2"):
-            logger.error("HTTP/2 needs the h2 package: pip install 'fulmen[http2]' (or drop --http2).")
+        if self.http2 and not _has_module("hpack"):
+            logger.error("HTTP/2 needs the hpack package: pip install 'fulmen[http2]' (or drop --http2).")
             sys.exit(STARTUP_FAILURE)
 
         try:
@@ -415,7 +415,7 @@ class Config:
             except ImportError:
                 logger.error("--loop uvloop needs the uvloop package: pip install 'fulmen[standard]'.")
                 sys.exit(STARTUP_FAILURE)
-            return uvloop.new_event_loop  # type: ignore[no-any-return]
+            return uvloop.new_event_loop
         try:
             factory = import_from_string(loop)
         except (ImportError, ImportFromStringError) as exc:

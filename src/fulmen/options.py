@@ -186,8 +186,8 @@ OPTIONS: tuple[Option, ...] = (
     _o(
         "http2",
         False,
-        "Also serve HTTP/2: over TLS by ALPN, in cleartext with prior knowledge. Needs h2 "
-        "(pip install 'fulmen[http2]').",
+        "Also serve HTTP/2: over TLS by ALPN, in cleartext with prior knowledge or Upgrade: h2c. "
+        "Needs hpack (pip install 'fulmen[http2]').",
         kind=bool,
         section="Implementation",
     ),

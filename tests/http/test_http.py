@@ -45,7 +45,12 @@ def test_scope(http_impl: str) -> None:
         assert ["x-custom", "One"] in scope["headers"]
         assert all(name == name.lower() for name, _ in scope["headers"])
         assert scope["state"] == {}
-        assert "extensions" not in scope  # no extension is offered over HTTP/1.1 (uvicorn has no key either)
+        assert sorted(scope["extensions"]) == [  # tests/http/test_response_extensions.py
+            "http.response.early_hint",
+            "http.response.pathsend",
+            "http.response.trailers",
+            "http.response.zerocopysend",
+        ]
 
 
 def test_pipelined_requests_answered_in_order(http_impl: str) -> None:

@@ -4,14 +4,15 @@ prior knowledge), and raw frames from h2 (or hand-made) for flow control, limits
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -19,7 +20,8 @@ import pytest
 
 from fulmen import Config
 from tests import apps
-from tests.conftest import HTTP_IMPLEMENTATIONS, read_response, recv_until_closed, run_server
+from tests.conftest import HTTP_IMPLEMENTATIONS, read_response, run_server
+from tests.system_tools import require_command
 
 pytest.importorskip("h2")
 trustme = pytest.importorskip("trustme")
@@ -30,14 +32,15 @@ import h2.events  # noqa: E402
 from h2.errors import ErrorCodes  # noqa: E402
 from h2.settings import SettingCodes  # noqa: E402
 from hpack import Encoder  # noqa: E402
-from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame  # noqa: E402
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-def h2_client(**kwargs: Any) -> httpx.Client:
-    """httpx speaking HTTP/2 only: prior knowledge over cleartext."""
-    return httpx.Client(http1=False, http2=True, timeout=5, **kwargs)
+from hyperframe.frame import (  # noqa: E402
+    DataFrame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 
 
 async def echo_scope(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -62,94 +65,17 @@ async def echo_scope(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-class RawH2:
-    """An HTTP/2 client on a plain socket, driven by h2: every read is bounded by a deadline."""
-
-    def __init__(self, port: int, settings: dict[int, int] | None = None) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
-        self.conn = h2.connection.H2Connection(config=config)
-        self.conn.initiate_connection()
-        if settings:
-            self.conn.update_settings(settings)
-        self.events: list[Any] = []
-        self.closed = False
-        self.flush()
-
-    def flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data:
-            self.sock.sendall(data)
-
-    def request(
-        self,
-        path: str = "/",
-        method: str = "GET",
-        headers: list[tuple[bytes, bytes]] | None = None,
-        end: bool = True,
-    ) -> int:
-        stream_id: int = self.conn.get_next_available_stream_id()
-        base = [
-            (b":method", method.encode()),
-            (b":path", path.encode()),
-            (b":scheme", b"http"),
-            (b":authority", b"t"),
-        ]
-        self.conn.send_headers(stream_id, base + (headers or []), end_stream=end)
-        self.flush()
-        return stream_id
-
-    def read_until(self, done: Callable[[list[Any]], bool], timeout: float = 5.0) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        while not done(self.events) and not self.closed and time.monotonic() < deadline:
-            self.flush()  # what done() acknowledged
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not data:
-                self.closed = True
-                break
-            self.events += self.conn.receive_data(data)
-            self.flush()
-        return self.events
-
-    def of(self, kind: type, stream_id: int | None = None) -> list[Any]:
-        return [
-            e for e in self.events if isinstance(e, kind) and (stream_id is None or e.stream_id == stream_id)
-        ]
-
-    def response(self, stream_id: int, timeout: float = 5.0) -> tuple[dict[bytes, bytes], bytes]:
-        """The headers and body of a stream's response, acknowledging the data as it arrives."""
-        body = b""
-        seen = 0
-
-        def ended(events: list[Any]) -> bool:
-            nonlocal seen, body
-            for event in events[seen:]:
-                if isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
-                    body += event.data
-                    self.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
-            seen = len(events)
-            return any(
-                isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == stream_id
-                for e in events
-            )
-
-        self.read_until(ended, timeout)
-        headers = next(
-            e for e in self.events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id
-        )
-        return dict(headers.headers), body
-
-    def goaway(self) -> Any:
-        events = self.of(h2.events.ConnectionTerminated)
-        return events[0] if events else None
-
-    def close(self) -> None:
-        self.sock.close()
-
+from tests.http.h2_helpers import (  # noqa: E402
+    PREFACE,
+    FrameReader,
+    RawH2,
+    frames_until,
+    h2_client,
+    parse_frames,
+    raw_connect,
+    read_frames,
+    request_frame,
+)
 
 # -- basics
 
@@ -253,8 +179,8 @@ class _State:
         self.default_headers: list[tuple[bytes, bytes]] = []
 
 
-def test_without_h2_installed_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "h2", None)
+def test_without_hpack_installed_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "hpack", None)
     config = Config(apps.hello, http2=True, log_config=None)
     with pytest.raises(SystemExit) as exc_info:
         config.load()
@@ -542,23 +468,12 @@ def _headers_frame(headers: list[tuple[bytes, bytes]]) -> bytes:
             ErrorCodes.FLOW_CONTROL_ERROR,
         ),
         (b"\x00\x80\x00\x00\x00\x00\x00\x00\x01" + b"x" * 32768, ErrorCodes.FRAME_SIZE_ERROR),  # over 16 KiB
-        (_headers_frame([]), ErrorCodes.PROTOCOL_ERROR),  # no :path
-        (_headers_frame([(b":path", b"/"), (b"connection", b"keep-alive")]), ErrorCodes.PROTOCOL_ERROR),
-        (_headers_frame([(b":path", b"/"), (b"X-Upper", b"1")]), ErrorCodes.PROTOCOL_ERROR),
         (
             HeadersFrame(1, b"\xff\xff\xff\xff", flags=["END_HEADERS"]).serialize(),
             ErrorCodes.COMPRESSION_ERROR,
         ),
     ],
-    ids=[
-        "data-on-stream-0",
-        "window-too-large",
-        "frame-too-large",
-        "missing-path",
-        "connection-header",
-        "upper-case-name",
-        "bad-hpack",
-    ],
+    ids=["data-on-stream-0", "window-too-large", "frame-too-large", "bad-hpack"],
 )
 def test_malformed_input_closes_the_connection_with_goaway(frame: bytes, code: ErrorCodes) -> None:
     with run_server(apps.hello, http2=True) as server:
@@ -574,18 +489,32 @@ def test_malformed_input_closes_the_connection_with_goaway(frame: bytes, code: E
             assert other.get(server.url).text == "Hello, world!"
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],  # no :path
+        [(b":path", b"/"), (b"connection", b"keep-alive")],
+        [(b":path", b"/"), (b"X-Upper", b"1")],
+    ],
+    ids=["missing-path", "connection-header", "upper-case-name"],
+)
+def test_malformed_request_resets_its_stream(headers: list[tuple[bytes, bytes]]) -> None:
+    """RFC 9113 section 8.1.1: a malformed request is a stream error; the connection goes on."""
+    with run_server(apps.hello, http2=True) as server, server.connect() as sock:
+        sock.sendall(PREFACE + SettingsFrame(0).serialize() + _headers_frame(headers))
+        frames, _ = read_frames(sock, timeout=1)
+        resets = [f for f in frames if isinstance(f, RstStreamFrame)]
+        assert [(f.stream_id, f.error_code) for f in resets] == [(1, ErrorCodes.PROTOCOL_ERROR)]
+        assert not any(isinstance(f, GoAwayFrame) for f in frames)
+
+
 def test_continuation_without_headers_is_a_protocol_error() -> None:
     with run_server(apps.hello, http2=True) as server, server.connect() as sock:
-        sock.sendall(PREFACE + b"\x00\x00\x00\x09\x00\x00\x00\x00\x00")  # a CONTINUATION frame on its own
-        sock.settimeout(2)
-        data = b""
-        try:
-            while chunk := sock.recv(65536):
-                data += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-        # The server's SETTINGS, then a GOAWAY (CONTINUATION without HEADERS is a PROTOCOL_ERROR).
-        assert b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" in data
+        # SETTINGS, then a CONTINUATION frame on its own.
+        sock.sendall(PREFACE + SettingsFrame(0).serialize() + b"\x00\x00\x00\x09\x00\x00\x00\x00\x01")
+        frames, closed = read_frames(sock, timeout=2)
+        goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+        assert closed and [f.error_code for f in goaways] == [ErrorCodes.PROTOCOL_ERROR]
 
 
 # -- timeouts and shutdown
@@ -602,41 +531,39 @@ def test_idle_connection_gets_goaway_after_keep_alive_timeout() -> None:
         client.close()
 
 
-def read_frames(sock: socket.socket, timeout: float) -> tuple[list[Any], bool]:
-    """Every frame until the server closes (True) or ``timeout`` passes. Parsed with hyperframe, not h2:
-    h2 as a client processes nothing after a GOAWAY, even the responses to streams in flight."""
-    data, closed = recv_until_closed(sock, timeout)
-    frames = []
-    while len(data) >= 9:
-        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        frame.parse_body(memoryview(data[9 : 9 + length]))
-        frames.append(frame)
-        data = data[9 + length :]
-    return frames, closed
-
-
 def test_graceful_shutdown_finishes_streams_in_flight() -> None:
+    """RFC 9113 section 6.8: GOAWAY with the largest stream id, a PING, and once it is answered the
+    GOAWAY naming the last stream served; a stream the client opened in between is served too."""
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.3)
         await apps.hello(scope, receive, send)
 
-    with run_server(app, http2=True) as server:
-        client = RawH2(server.port)
-        client.read_until(lambda events: bool(client.of(h2.events.RemoteSettingsChanged)))
-        stream_id = client.request("/")
+    def request(stream_id: int) -> bytes:
+        block = Encoder().encode(
+            [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"t"), (b":path", b"/")]
+        )
+        return HeadersFrame(stream_id, block, flags=["END_HEADERS", "END_STREAM"]).serialize()  # type: ignore[no-any-return]
+
+    with run_server(app, http2=True) as server, server.connect() as sock:
+        sock.sendall(PREFACE + SettingsFrame(0).serialize() + request(1))
         time.sleep(0.1)
         server.server.should_exit = True
-        frames, closed = read_frames(client.sock, timeout=5)
-        client.close()
+        frames = frames_until(
+            sock, lambda fs: any(isinstance(f, PingFrame) and "ACK" not in f.flags for f in fs)
+        )
+        first = [f for f in frames if isinstance(f, GoAwayFrame)]
+        assert [(f.last_stream_id, f.error_code) for f in first] == [(2**31 - 1, 0)]
+        ping = next(f for f in frames if isinstance(f, PingFrame) and "ACK" not in f.flags)
+        sock.sendall(request(3) + PingFrame(0, ping.opaque_data, flags=["ACK"]).serialize())
+        frames, closed = read_frames(sock, timeout=5)
     kinds = [type(frame) for frame in frames]
-    assert GoAwayFrame in kinds and closed
+    assert closed and kinds.count(GoAwayFrame) == 1
     goaway = frames[kinds.index(GoAwayFrame)]
-    assert goaway.last_stream_id == stream_id and goaway.error_code == 0
-    # After the GOAWAY: the response to the stream in flight, whole.
-    after = frames[kinds.index(GoAwayFrame) :]
-    assert any(isinstance(f, HeadersFrame) and f.stream_id == stream_id for f in after)
-    data = [f for f in after if isinstance(f, DataFrame) and f.stream_id == stream_id]
-    assert b"".join(f.data for f in data) == b"Hello, world!" and "END_STREAM" in data[-1].flags
+    assert goaway.last_stream_id == 3 and goaway.error_code == 0
+    for stream_id in (1, 3):
+        data = [f for f in frames if isinstance(f, DataFrame) and f.stream_id == stream_id]
+        assert b"".join(f.data for f in data) == b"Hello, world!" and "END_STREAM" in data[-1].flags
 
 
 def test_graceful_shutdown_is_bounded() -> None:
@@ -650,6 +577,128 @@ def test_graceful_shutdown_is_bounded() -> None:
         started = time.monotonic()
         server.stop(timeout=5)
         assert time.monotonic() - started < 3
-        client.read_until(lambda events: False, timeout=2)
-        assert client.closed
+        _, closed = read_frames(client.sock, timeout=2)
+        assert closed
         client.close()
+
+
+def test_graceful_shutdown_lets_a_large_response_finish() -> None:
+    """A 1 MiB response in flight when the server stops arrives whole before the connection closes."""
+    size = 1 << 20
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(16):
+            await send({"type": "http.response.body", "body": b"z" * (size // 16), "more_body": True})
+            await asyncio.sleep(0.02)
+        await send({"type": "http.response.body", "body": b""})
+
+    with run_server(app, http2=True, timeout_graceful_shutdown=10) as server:
+        sock = raw_connect(server.port, {SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        sock.sendall(WindowUpdateFrame(0, window_increment=2**31 - 65536).serialize() + request_frame(1))
+        reader = FrameReader(sock)
+        reader.until(lambda fs: any(isinstance(f, DataFrame) for f in fs))
+        server.server.should_exit = True
+        reader.until(lambda fs: any(isinstance(f, PingFrame) and "ACK" not in f.flags for f in fs))
+        ping = next(f for f in reader.frames if isinstance(f, PingFrame) and "ACK" not in f.flags)
+        sock.sendall(PingFrame(0, ping.opaque_data, flags=["ACK"]).serialize())
+        frames = reader.within(5)
+        sock.close()
+    assert reader.closed
+    assert sum(len(f.data) for f in frames if isinstance(f, DataFrame)) == size
+    assert "END_STREAM" in [f for f in frames if isinstance(f, DataFrame)][-1].flags
+    assert [f.last_stream_id for f in frames if isinstance(f, GoAwayFrame)] == [2**31 - 1, 1]
+
+
+def test_limit_max_requests_refuses_the_streams_beyond() -> None:
+    with run_server(apps.hello, http2=True, limit_max_requests=3) as server:
+        sock = raw_connect(server.port)
+        sock.sendall(b"".join(request_frame(stream_id) for stream_id in (1, 3, 5, 7, 9)))
+        reader = FrameReader(sock)
+        frames = reader.within(3)
+        sock.close()
+        server.thread.join(5)
+        assert not server.thread.is_alive()
+    served = {f.stream_id for f in frames if isinstance(f, DataFrame) and "END_STREAM" in f.flags}
+    refused = {f.stream_id for f in frames if isinstance(f, RstStreamFrame) and f.error_code == 7}
+    assert served == {1, 3, 5} and refused == {7, 9} and reader.closed
+    assert [f.last_stream_id for f in frames if isinstance(f, GoAwayFrame)] == [9]
+
+
+# -- Upgrade: h2c
+
+
+def _upgrade_request(settings: bytes = b"", extra: bytes = b"") -> bytes:
+    encoded = base64.urlsafe_b64encode(settings).rstrip(b"=")
+    return (
+        b"GET /up?x=1 HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: " + encoded + b"\r\n" + extra + b"\r\n"
+    )
+
+
+@pytest.mark.parametrize("http_impl", HTTP_IMPLEMENTATIONS)
+def test_h2c_upgrade_serves_the_request_as_stream_1(http_impl: str) -> None:
+    with run_server(echo_scope, http2=True, http=http_impl) as server, server.connect() as sock:
+        settings = SettingsFrame(0, settings={SettingCodes.INITIAL_WINDOW_SIZE: 100_000}).serialize()[9:]
+        sock.sendall(_upgrade_request(settings) + PREFACE + SettingsFrame(0).serialize())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 ") and b"upgrade: h2c" in head.lower()
+        reader = FrameReader(sock)
+        reader.frames, reader.rest = parse_frames(rest)
+        frames = reader.until(
+            lambda fs: any(isinstance(f, DataFrame) and "END_STREAM" in f.flags for f in fs)
+        )
+        body = json.loads(b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1))
+        assert body["http_version"] == "2" and body["path"] == "/up" and body["query_string"] == "x=1"
+        # The connection goes on in HTTP/2.
+        sock.sendall(request_frame(3, path=b"/next"))
+        frames = reader.until(lambda fs: any(isinstance(f, DataFrame) and f.stream_id == 3 for f in fs))
+        assert not any(isinstance(f, GoAwayFrame) for f in frames)
+
+
+def test_h2c_upgrade_with_curl() -> None:
+    curl = require_command("curl", "curl")
+    with run_server(echo_scope, http2=True) as server:
+        result = subprocess.run(
+            [curl, "-sS", "--http2", "-o", "-", "-w", "\n%{http_version}", server.url + "/c"],
+            capture_output=True,
+            timeout=10,
+        )
+    body, _, version = result.stdout.rpartition(b"\n")
+    assert result.returncode == 0 and version == b"2" and json.loads(body)["http_version"] == "2"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        _upgrade_request(extra=b"Content-Length: 2\r\n") + b"ok",  # a body: served in HTTP/1.1
+        _upgrade_request().replace(b"HTTP2-Settings: \r\n", b""),  # no HTTP2-Settings
+        _upgrade_request(b"12345"),  # settings not a multiple of 6 bytes
+    ],
+    ids=["with-body", "no-settings", "bad-settings"],
+)
+def test_h2c_upgrade_not_possible_is_served_in_http11(request_bytes: bytes) -> None:
+    with run_server(echo_scope, http2=True) as server, server.connect() as sock:
+        sock.sendall(request_bytes)
+        status, _, body = read_response(sock)
+    assert status == 200 and json.loads(body)["http_version"] == "1.1"
+
+
+def test_h2c_upgrade_needs_http2() -> None:
+    with run_server(echo_scope) as server, server.connect() as sock:
+        sock.sendall(_upgrade_request(b""))
+        status, _, body = read_response(sock)
+    assert status == 200 and json.loads(body)["http_version"] == "1.1"
+
+
+def test_forwarding_headers_from_a_trusted_proxy() -> None:
+    with run_server(echo_scope, http2=True, forwarded_allow_ips="127.0.0.1") as server, h2_client() as client:
+        forwarded = client.get(
+            server.url, headers={"x-forwarded-for": "203.0.113.7", "x-forwarded-proto": "https"}
+        )
+        plain = client.get(server.url)
+    assert forwarded.json()["client"][0] == "203.0.113.7" and forwarded.json()["scheme"] == "https"
+    assert plain.json()["client"][0] == "127.0.0.1" and plain.json()["scheme"] == "http"

@@ -168,3 +168,27 @@ def test_a_failure_after_the_start_resets_the_stream(serve: Any, messages: list[
     assert response(events)[0][b":status"] == b"200"
     assert reset_code(events) == ErrorCodes.INTERNAL_ERROR
     assert not client.server.transport.closed  # the connection's other streams go on
+
+
+def test_response_heads_are_remembered_but_not_from_iterators(serve: Any) -> None:
+    """A repeated head is looked up, not checked again; headers given as an iterator, or with values
+    that cannot be a key, are checked every time and still sent whole."""
+    kinds = iter(["list", "generator", "bytearray", "list"])
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = next(kinds)
+        fields = [(b"x-kind", b"same"), (b"content-length", b"2")]
+        if kind == "generator":
+            headers: Any = (field for field in fields)
+        elif kind == "bytearray":
+            headers = [(b"x-kind", bytearray(b"same")), (b"content-length", b"2")]
+        else:
+            headers = fields
+        await send(start(200, headers))
+        await send(body(b"ok"))
+
+    client = serve(app)
+    for _ in range(4):
+        headers, data, ended = response(client.request())
+        assert headers[b"x-kind"] == b"same" and headers[b"content-length"] == b"2" and data == b"ok"
+    assert len(client.server.state.caches.h2_heads) == 1

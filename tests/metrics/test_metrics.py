@@ -22,7 +22,7 @@ from fulmen.metrics.aggregate import PoolMetrics
 from fulmen.metrics.exposition import render
 from fulmen.metrics.recorder import HTTP1, Snapshot, WorkerMetrics
 from tests.apps import worker_pid
-from tests.conftest import ROOT, free_port, run_server, wait_until
+from tests.conftest import ROOT, free_port, run_server, stop_process, wait_until
 from tests.system_tools import require_command
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes and signals")
@@ -239,7 +239,11 @@ def _get_all(port: int, count: int, path: str = "/") -> None:
 
 def test_workers_summed_and_counters_never_go_backwards(cli: Any) -> None:
     port, metrics_port = free_port(), free_port()
-    process = cli(APP, "--port", str(port), "--workers", "2", "--metrics-bind", f"127.0.0.1:{metrics_port}")
+    # Process workers (free-threaded Python's default would be threads): each has its own CPU counter.
+    process = cli(
+        APP, "--port", str(port), "--workers", "2", "--worker-class", "process",
+        "--metrics-bind", f"127.0.0.1:{metrics_port}",
+    )  # fmt: skip
     assert process.wait_for("Metrics at http://127.0.0.1:", 20), process.output
     assert wait_until(lambda: len(_worker_pids(process)) == 2, 20), process.output
     assert wait_until(lambda: value(scrape(metrics_port)[1], "fulmen_workers") == 2, 20), process.output
@@ -399,9 +403,4 @@ def test_prometheus_scrapes_fulmen(cli: Any, tmp_path: Path) -> None:
             time.sleep(0.5)
         assert result and float(result[0]["value"][1]) >= 20, result
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(5)
+        stop_process(server, 20)

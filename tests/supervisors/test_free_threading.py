@@ -111,7 +111,7 @@ def test_thread_workers_serve_with_the_gil_off(tmp_path: Path, free_threaded: No
 def test_every_dependency_keeps_the_gil_off(free_threaded: None) -> None:
     """Importing every module fulmen may load (parsers, loops, WebSocket engines, reloaders, HTTP/2,
     config files) leaves the GIL off: a dependency built without free-threading support turns it on."""
-    modules = ["httptools", "uvloop", "websockets", "wsproto", "h11", "h2", "watchfiles", "dotenv", "yaml"]
+    modules = ["httptools", "uvloop", "websockets", "wsproto", "h11", "hpack", "watchfiles", "dotenv", "yaml"]
     code = (
         "import importlib, sys, warnings\n"
         "warnings.simplefilter('error', RuntimeWarning)\n"

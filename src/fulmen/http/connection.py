@@ -28,7 +28,7 @@ from fulmen.http.wire import simple_response
 from fulmen.metrics.recorder import DURATION_BOUNDS, HTTP1
 from fulmen.protocols.flow_control import HIGH_WATER_LIMIT
 from fulmen.protocols.output import ConnectionOutput
-from fulmen.protocols.response_rules import ERROR_BODIES
+from fulmen.protocols.response_rules import ERROR_BODIES, RESPONSE_EXTENSIONS, scope_extensions
 from fulmen.protocols.server_protocol import ServerProtocol
 
 logger = logging.getLogger("fulmen.error")
@@ -50,6 +50,7 @@ class HTTPConnection(ServerProtocol):
         "default_block",
         "default_source",
         "head_started",
+        "h2c_settings",
         "header_timer",
         "max_head_size",
         "max_headers",
@@ -82,6 +83,7 @@ class HTTPConnection(ServerProtocol):
         self.header_timer: asyncio.TimerHandle | None = None
         self.head_started = False  # some bytes of a request head have arrived, not yet all
         self.upgrade_scope: dict[str, Any] | None = None  # a WebSocket handshake waiting for hand-over
+        self.h2c_settings: bytes | None = None  # with upgrade_scope: an Upgrade: h2c request's settings
         self.parser_paused = False  # the parser holds a complete request until the current one ends
         self.ready: RequestResponseCycle | None = None  # parsed, to start when the parser returns
         self.default_source: list[tuple[bytes, bytes]] | None = None
@@ -90,6 +92,13 @@ class HTTPConnection(ServerProtocol):
             # Only with --http2: the first bytes go through detect_http2 once; no cost per request.
             self.preface = b""
             self.data_received = self.detect_http2  # type: ignore[method-assign]
+
+    def make_scope_template(self) -> dict[str, Any]:
+        """The shared scope, with the response extensions a request's cycle frames (one ``extensions``
+        dict for the connection's requests)."""
+        template = super().make_scope_template()
+        template["extensions"] = scope_extensions(RESPONSE_EXTENSIONS)
+        return template
 
     # -- asyncio.Protocol
 
@@ -278,7 +287,15 @@ class HTTPConnection(ServerProtocol):
                 self.idle_timer = self.loop.call_later(self.timeout_keep_alive, self.on_idle_timeout)
 
     def handle_upgrade(self, upgrade: bytes, scope: dict[str, Any]) -> bool:
-        """Note a WebSocket upgrade for hand-over once the parser has stopped; False serves plain HTTP."""
+        """Note a WebSocket or h2c upgrade for hand-over once the parser has stopped; False serves plain
+        HTTP."""
+        if upgrade.find(b"h2c") >= 0 and self.config.http2 and self.active is None:
+            from fulmen.http.h2_impl import h2c_settings
+
+            self.h2c_settings = h2c_settings(scope)
+            if self.h2c_settings is not None:
+                self.upgrade_scope = scope
+                return True
         if b"websocket" not in upgrade or self.ws_protocol_class is None or scope["method"] != "GET":
             if b"websocket" in upgrade and self.ws_protocol_class is None:
                 logger.warning("Unsupported upgrade request.")
@@ -303,6 +320,13 @@ class HTTPConnection(ServerProtocol):
         self.output.flush()  # the responses before the handshake's, in order
         self.detach()
         self.cancel_header_timer()
+        if self.h2c_settings is not None:
+            from fulmen.http.h2_impl import H2Protocol
+
+            h2 = H2Protocol(self.config, self.server_state, self.app_state, _loop=self.loop)
+            self.transport.set_protocol(h2)
+            h2.accept_upgrade(self.transport, scope, self.h2c_settings, trailing)
+            return
         protocol: Any = self.ws_protocol_class(
             config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
         )

@@ -19,8 +19,11 @@ from fulmen.protocols.response_rules import (
     DISCONNECT,
     ERROR_BODIES,
     NO_BODY_STATUSES,
+    RESPONSE_EXTENSIONS,
     ASGIExchange,
     ExchangeOwner,
+    FileBody,
+    accepts_trailers,
     body_too_long,
     body_too_short,
     check_header_value,
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
     from fulmen.server import ServerState
 
 _CONTENT_LENGTH = b"content-length"
+#: The end of a chunked body without trailer fields.
+_LAST_CHUNK = b"0\r\n\r\n"
 _TRANSFER_ENCODING = b"transfer-encoding"
 _CONNECTION = b"connection"
 #: The response headers the server acts on, by the start of their line, to their name. Looked up once
@@ -71,6 +76,9 @@ class RequestResponseCycle(ASGIExchange):
 
     __slots__ = ("body_allowed", "chunked", "http10", "keep_alive")
 
+    #: Every response extension: trailers on chunked bodies, 103 for HTTP/1.1 clients, files through
+    #: sendfile where the connection allows it.
+    extensions = frozenset(RESPONSE_EXTENSIONS)
     conn: CycleOwner
     # Made with the shared ASGIExchange.__init__ (one call less per request than an __init__ of its
     # own); the connection sets what it knows of the request, the response head the rest:
@@ -230,19 +238,20 @@ class RequestResponseCycle(ASGIExchange):
             self.remaining -= size
         self.conn.output.add_body((body,), size)
 
-    def send_last(self, body: bytes) -> None:
+    def send_last(self, body: bytes, last_chunk: bytes = _LAST_CHUNK) -> None:
         """The last chunk (usually the only one), then the response is complete: the output writes it
         with the corked head, at once or with the loop turn's other responses (see
-        :mod:`fulmen.protocols.output`)."""
+        :mod:`fulmen.protocols.output`). ``last_chunk``: the end of a chunked body (with trailer
+        fields, :meth:`send_trailers`)."""
         size = len(body)
         self.bytes_sent += size
         output = self.conn.output
         pending = output.pending
         if self.chunked:
             if size:
-                pending += (b"%x\r\n" % size, body, b"\r\n0\r\n\r\n")
+                pending += (b"%x\r\n" % size, body, b"\r\n" + last_chunk)
             else:
-                pending.append(b"0\r\n\r\n")
+                pending.append(last_chunk)
         elif self.body_allowed:
             if self.remaining >= 0:
                 if size > self.remaining:
@@ -263,3 +272,43 @@ class RequestResponseCycle(ASGIExchange):
             scope = self.scope
             log_access(scope, scope["method"], self.status, self.bytes_sent, self.started_at, buffer)
         conn.on_response_complete(self)
+
+    # -- the response extensions (see response_rules)
+
+    def send_early_hint(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """A ``103 Early Hints`` response, written at once (HTTP/1.0 clients do not get one)."""
+        output = self.conn.output
+        if self.http10 or output.is_closing():
+            return
+        lines = b"".join(b"%s: %s\r\n" % field for field in headers)
+        output.write(STATUS_LINES[103] + lines + b"\r\n")
+
+    def send_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """The trailer fields after the last chunk, when the body is chunked and the client said ``TE:
+        trailers``; else the response ends without them."""
+        last_chunk = _LAST_CHUNK
+        if fields and self.chunked and accepts_trailers(self.scope["headers"]):
+            last_chunk = b"0\r\n" + b"".join(b"%s: %s\r\n" % field for field in fields) + b"\r\n"
+        self.send_last(b"", last_chunk)
+
+    async def send_file(self, body: FileBody) -> None:
+        """A file's bytes as body bytes (one chunk when chunked), through ``sendfile`` where the
+        connection allows it (see :meth:`ConnectionOutput.write_file`)."""
+        count = body.count
+        self.bytes_sent += count
+        if not count or not self.body_allowed:
+            return
+        if self.remaining >= 0:
+            if count > self.remaining:
+                raise body_too_long()
+            self.remaining -= count
+        output = self.conn.output
+        if self.chunked:
+            output.pending.append(b"%x\r\n" % count)
+        sent = await output.write_file(body, self.flow)
+        if output.is_closing():
+            self.disconnect()  # the client went away: the application sees a disconnect
+        elif sent < count:
+            raise RuntimeError(f"The file ended {count - sent} bytes short of the response body's length.")
+        elif self.chunked:
+            output.add_body((b"\r\n",), 0)

@@ -139,7 +139,7 @@ class H11Protocol(HTTPConnection):
 
 def _received(conn: h11.Connection) -> bytearray:
     """The bytes h11 has received and not parsed yet (its buffer itself, not a copy)."""
-    return conn._receive_buffer._data  # type: ignore[no-any-return]
+    return conn._receive_buffer._data
 
 
 def _header_pairs(headers: Any) -> list[tuple[bytes, bytes]]:

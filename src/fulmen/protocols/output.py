@@ -9,9 +9,10 @@ the turn, and the responses of the turn go out together. A client waiting on man
 then woken once for them, not once for each: under load that saves about 1 µs of the 6-8 µs the
 kernel spends per request.
 
-Everything else the connection writes (an error answer, ``100 Continue``) and its close go through
-:meth:`~ConnectionOutput.write` and :meth:`~ConnectionOutput.close`, which write what is pending
-first: so a held response always precedes what comes after it, by construction.
+Everything else the connection writes (an error answer, ``100 Continue``, a file's bytes) and its
+close go through :meth:`~ConnectionOutput.write`, :meth:`~ConnectionOutput.write_file` and
+:meth:`~ConnectionOutput.close`, which write what is pending first: so a held response always
+precedes what comes after it, by construction.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+
+from fulmen.protocols.flow_control import FlowControl
+from fulmen.protocols.response_rules import FileBody, file_chunks
 
 #: Pending bytes of a response's body chunks above which they are written without waiting for the end
 #: of the loop turn (then the application waits for the transport to drain, if it must).
@@ -77,6 +81,31 @@ class ConnectionOutput:
             self.flush()
         else:
             self.transport.write(data)
+
+    async def write_file(self, body: FileBody, flow: FlowControl) -> int:
+        """Write ``body``'s bytes after what is pending; the number written (fewer when the file is
+        shorter, or the connection closes). Through ``os.sendfile`` where the loop can (asyncio's,
+        without TLS: the kernel copies the file to the socket), else in reads written as the
+        transport drains."""
+        self.flush()
+        transport = self.transport
+        if isinstance(self.loop, asyncio.BaseEventLoop) and transport.get_extra_info("sslcontext") is None:
+            try:
+                return await self.loop.sendfile(transport, body.file, body.offset, body.count, fallback=False)
+            except RuntimeError:  # SendfileNotAvailableError and the like, before any byte is sent:
+                pass  # not a socket's transport, or not a file sendfile takes; read it
+            except OSError:  # the client went away
+                transport.close()
+                return 0
+        sent = 0
+        for data in file_chunks(body):
+            if flow.write_paused:
+                await flow.drain()
+            if transport.is_closing():
+                break
+            transport.write(data)
+            sent += len(data)
+        return sent
 
     def close(self) -> None:
         """Write what is pending, then close the connection."""

@@ -9,7 +9,10 @@ application gives to a WebSocket handshake (:mod:`fulmen.websockets.session`).
 - valid statuses (:func:`check_status`), header names (:func:`header_name`) and values
   (:func:`check_header_value`), body types (:func:`body_bytes`);
 - which responses carry no body (:func:`body_allowed`: HEAD, 1xx, 204, 304), and a body that keeps
-  to its Content-Length (:func:`content_length`, :func:`body_too_long`, :func:`body_too_short`).
+  to its Content-Length (:func:`content_length`, :func:`body_too_long`, :func:`body_too_short`);
+- the ASGI response extensions (:data:`RESPONSE_EXTENSIONS`): what their messages must hold and what
+  a framing layer gets to write (:func:`early_hint_headers`, :func:`trailer_fields`,
+  :func:`path_body`, :func:`zerocopy_body`), and their place in the order of messages.
 
 Nothing here knows a wire format: a framing layer gives statuses, header pairs and body sizes, and
 frames what the rules allow its own way, through the hooks of :class:`ASGIExchange`. The checks made
@@ -22,9 +25,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import os
+import stat
 import time
-from collections.abc import Awaitable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 from fulmen.caches import MAX_ENTRIES, MAX_KEY_SIZE, HTTPCaches, remember
 from fulmen.protocols.flow_control import FlowControl
@@ -143,6 +149,150 @@ def checked_headers(
     return checked
 
 
+# -- the response extensions
+
+TRAILERS = "http.response.trailers"
+EARLY_HINT = "http.response.early_hint"
+PATHSEND = "http.response.pathsend"
+ZEROCOPYSEND = "http.response.zerocopysend"
+#: Every response extension the rules know; a framing layer lists those it frames in its scopes
+#: (:func:`scope_extensions`) and in :attr:`ASGIExchange.extensions`.
+RESPONSE_EXTENSIONS = (TRAILERS, EARLY_HINT, PATHSEND, ZEROCOPYSEND)
+#: ``ASGIExchange.trailers`` of a response that declared trailers, until its body is complete.
+DECLARED: tuple[()] = ()
+#: Fields a trailer section must not carry (RFC 9110 section 6.5.1): framing, routing and the
+#: connection's own, which a client would apply to the message after its body.
+FORBIDDEN_TRAILERS = frozenset(
+    {
+        b"connection",
+        b"content-encoding",
+        b"content-length",
+        b"content-range",
+        b"content-type",
+        b"host",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+def scope_extensions(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The ``extensions`` entry of a scope listing ``names`` (each with an empty dict, as ASGI says)."""
+    return {name: {} for name in names}
+
+
+def accepts_trailers(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's ``TE`` header includes ``trailers``: ASGI sends trailer fields only then."""
+    for name, value in headers:
+        if name == b"te":
+            tokens = [token.split(b";")[0].strip() for token in value.lower().split(b",")]
+            if b"trailers" in tokens:
+                return True
+    return False
+
+
+def early_hint_headers(message: dict[str, Any], caches: HTTPCaches) -> list[tuple[bytes, bytes]]:
+    """The ``link`` headers of an ``http.response.early_hint`` message's ``links``, checked."""
+    links = message.get("links")
+    if links is None or isinstance(links, (bytes, str)):
+        raise TypeError("'http.response.early_hint' needs 'links', an iterable of byte strings.")
+    headers = []
+    for link in links:
+        if not isinstance(link, (bytes, bytearray, memoryview)):
+            raise TypeError(f"Expected bytes as an early hint's link, got {type(link).__name__}.")
+        value = bytes(link).strip()
+        check_header_value(value, caches)
+        headers.append((b"link", value))
+    return headers
+
+
+def trailer_fields(message: dict[str, Any], caches: HTTPCaches) -> list[tuple[bytes, bytes]]:
+    """The fields of an ``http.response.trailers`` message, checked and lower-cased; pseudo-headers and
+    the fields RFC 9110 keeps out of trailers are refused."""
+    fields: list[tuple[bytes, bytes]] = []
+    for raw_name, raw_value in message.get("headers", ()):
+        name, value = header_name(bytes(raw_name), caches), bytes(raw_value)
+        if name in FORBIDDEN_TRAILERS:
+            raise RuntimeError(f"Header {name!r} is not allowed in trailers.")
+        check_header_value(value, caches)
+        fields.append((name, value))
+    return fields
+
+
+@dataclass
+class FileBody:
+    """A response body read from a file: ``count`` bytes of ``file`` from ``offset``."""
+
+    file: Any  # a file object (with fileno(), for sendfile)
+    offset: int
+    count: int
+    owned: bool  # opened by the server (pathsend), so closed by it
+
+    def close(self) -> None:
+        if self.owned:
+            self.file.close()
+
+
+#: Bytes read from a file at a time where it cannot be sent with ``sendfile``.
+FILE_CHUNK = 256 * 1024
+
+
+def file_chunks(body: FileBody, size: int = FILE_CHUNK) -> Iterator[bytes]:
+    """``body``'s bytes in reads of ``size`` at most (``os.pread``: the file's position stays); fewer
+    than ``body.count`` in all when the file is shorter."""
+    fd = body.file.fileno()
+    offset, end = body.offset, body.offset + body.count
+    while offset < end:
+        data = os.pread(fd, min(size, end - offset), offset)
+        if not data:
+            return
+        offset += len(data)
+        yield data
+
+
+def path_body(message: dict[str, Any]) -> FileBody:
+    """The file an ``http.response.pathsend`` message names (an absolute path to a regular file),
+    opened; the caller closes it (:meth:`FileBody.close`)."""
+    path = message.get("path")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"Expected a str path in 'http.response.pathsend', got {type(path).__name__}.")
+    if not os.path.isabs(path):
+        raise RuntimeError(f"'http.response.pathsend' needs an absolute path, got {str(path)!r}.")
+    file = open(path, "rb", buffering=0)  # closed by FileBody.close
+    try:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise RuntimeError(f"'http.response.pathsend' needs a regular file: {str(path)!r}.")
+    except BaseException:
+        file.close()
+        raise
+    return FileBody(file, 0, info.st_size, owned=True)
+
+
+def zerocopy_body(message: dict[str, Any]) -> FileBody:
+    """What an ``http.response.zerocopysend`` message sends: its ``file`` (a file object or a file
+    descriptor, left open) from ``offset`` (else the file's position) for ``count`` bytes (else to
+    its end)."""
+    file: Any = message.get("file")
+    try:
+        fd = file if type(file) is int else file.fileno()
+    except (AttributeError, OSError, ValueError) as exc:
+        raise TypeError("'http.response.zerocopysend' needs 'file', a file with a file descriptor.") from exc
+    offset, count = message.get("offset"), message.get("count")
+    for key, value in (("offset", offset), ("count", count)):
+        if value is not None and (type(value) is not int or value < 0):
+            raise RuntimeError(f"Invalid {key} {value!r} in 'http.response.zerocopysend'.")
+    if offset is None:
+        offset = os.lseek(fd, 0, os.SEEK_CUR)
+    if count is None:
+        count = max(0, os.fstat(fd).st_size - offset)
+    # A file object of the server's own over the descriptor, as loop.sendfile() takes it.
+    return FileBody(open(fd, "rb", buffering=0, closefd=False), offset, count, owned=True)
+
+
 # -- the order of messages, and failures
 
 
@@ -166,8 +316,17 @@ async def service_unavailable(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"Service Unavailable"})
 
 
+class CachesOwner(Protocol):
+    """The server state, as far as the rules read it."""
+
+    caches: HTTPCaches
+
+
 class ExchangeOwner(Protocol):
     """What an exchange reads of the protocol it belongs to (a ``ServerProtocol``)."""
+
+    @property
+    def server_state(self) -> CachesOwner: ...
 
     scope_template: dict[str, Any]  # what the scopes of the connection's requests share
     root_path: str
@@ -187,6 +346,11 @@ class ASGIExchange(abc.ABC):
     (:meth:`start_response`, :meth:`send_body`, :meth:`send_last`); :meth:`call_app` runs the
     application and answers its failures by one policy, through :meth:`send_500` before the response
     started and :meth:`abort` after. ``conn`` is the protocol the exchange belongs to.
+
+    A framing that implements response extensions names them in :attr:`extensions` (and in its
+    scopes, :func:`scope_extensions`) and overrides their hooks (:meth:`send_early_hint`,
+    :meth:`send_trailers`, :meth:`send_file`): the messages arrive checked, in their place in the
+    order of messages, and a file is a :class:`FileBody` to send as body bytes.
     """
 
     __slots__ = (
@@ -206,8 +370,13 @@ class ASGIExchange(abc.ABC):
         "started_at",
         "status",
         "task",
+        "trailers",
         "waiter",
     )
+
+    #: The response extensions this framing implements (:data:`RESPONSE_EXTENSIONS`): their messages
+    #: reach the hooks below; the messages of the others are refused as unexpected.
+    extensions: ClassVar[frozenset[str]] = frozenset()
 
     conn: ExchangeOwner
     task: asyncio.Task[None]  # the application's task, set when the protocol starts it
@@ -251,6 +420,9 @@ class ASGIExchange(abc.ABC):
         self.remaining = -1  # bytes of Content-Length still to send; -1 when not framed by length
         self.started_at = time.monotonic() if conn.timed else 0.0
         self.waiter: asyncio.Future[None] | None = None  # what receive() waits on
+        #: None unless http.response.start said "trailers": True; then ``DECLARED`` until the body
+        #: is complete, and the trailer fields received so far after that.
+        self.trailers: list[tuple[bytes, bytes]] | tuple[()] | None = None
 
     # -- the request body
 
@@ -289,6 +461,25 @@ class ASGIExchange(abc.ABC):
     def wait_writable(self) -> Awaitable[None]:
         """Wait while the connection's flow control holds writes (``flow.write_paused``)."""
 
+    def send_early_hint(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Frame a 103 (Early Hints) response with ``headers`` (``link`` fields), before the response
+        starts; a framing that cannot (HTTP/1.0) ignores it. Only called with :data:`EARLY_HINT`
+        in :attr:`extensions`."""
+        raise unexpected_message(EARLY_HINT, "'http.response.start'")
+
+    def send_trailers(self, fields: list[tuple[bytes, bytes]]) -> Awaitable[None] | None:
+        """Frame the trailer fields after the body and complete the response, as :meth:`send_last`
+        does (a framing that cannot send them, or a client that did not ask for them with ``TE:
+        trailers``, gets the response without them). Only called with :data:`TRAILERS` in
+        :attr:`extensions`."""
+        raise unexpected_message(TRAILERS, "'http.response.body'")
+
+    async def send_file(self, body: FileBody) -> None:
+        """Frame ``body.count`` bytes of a file as body bytes with more to follow (the response is
+        then completed by :meth:`send_last` or :meth:`send_trailers`), meeting the connection's
+        back-pressure. Only called with :data:`PATHSEND` or :data:`ZEROCOPYSEND` in :attr:`extensions`."""
+        raise unexpected_message(PATHSEND, "'http.response.body'")
+
     @abc.abstractmethod
     def send_500(self) -> None:
         """Answer 500 in place of a response the application did not start."""
@@ -307,13 +498,19 @@ class ASGIExchange(abc.ABC):
             return
         if not self.response_started:
             if message_type != "http.response.start":
+                if message_type == EARLY_HINT and EARLY_HINT in self.extensions:
+                    self.send_early_hint(early_hint_headers(message, self.conn.server_state.caches))
+                    return
                 raise unexpected_message(message_type, "'http.response.start'")
             self.start_response(message["status"], message.get("headers", ()))
             self.response_started = True  # after the checks: an invalid start still gets a 500
             self.expect_continue = False
+            if "trailers" in message and message["trailers"] and TRAILERS in self.extensions:
+                self.trailers = DECLARED  # the last body is followed by trailer messages
         elif not self.response_complete:
-            if message_type != "http.response.body":
-                raise unexpected_message(message_type, "'http.response.body'")
+            if message_type != "http.response.body" or self.trailers is not None:
+                await self.send_extension(message_type, message)
+                return
             body = message.get("body", b"")
             if type(body) is not bytes:
                 body = body_bytes(body)  # checked before anything is framed, or a corked head is lost
@@ -325,6 +522,54 @@ class ASGIExchange(abc.ABC):
                 await waiting
         else:
             raise message_after_response(message_type)
+
+    async def send_extension(self, message_type: str, message: dict[str, Any]) -> None:
+        """A message other than a body after the response started: a response extension's, in its
+        place in the order of messages, or an unexpected one."""
+        extensions = self.extensions
+        trailers = self.trailers
+        if trailers is DECLARED and message_type == "http.response.body":
+            waiting = self.send_body(body_bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                self.trailers = []  # the body is complete: the trailer messages come next
+            if waiting is not None:
+                await waiting
+            return
+        if message_type == TRAILERS and isinstance(trailers, list):
+            trailers += trailer_fields(message, self.conn.server_state.caches)
+            if not message.get("more_trailers", False):
+                waiting = self.send_trailers(trailers)
+                if waiting is not None:
+                    await waiting
+            return
+        if not isinstance(trailers, list) and message_type in extensions:  # the body is not complete
+            if message_type == ZEROCOPYSEND:
+                await self.send_file_message(zerocopy_body(message), message.get("more_body", False))
+                return
+            if message_type == PATHSEND:
+                if self.bytes_sent:
+                    raise RuntimeError(f"'{PATHSEND}' cannot follow body bytes.")
+                await self.send_file_message(path_body(message), False)
+                return
+            if message_type == EARLY_HINT:
+                return  # the response head is on its way: too late, and ASGI lets the server ignore it
+        expected = f"'{TRAILERS}'" if isinstance(trailers, list) else "'http.response.body'"
+        raise unexpected_message(message_type, expected)
+
+    async def send_file_message(self, body: FileBody, more_body: bool) -> None:
+        """A file as body bytes (:meth:`send_file`), then the end of the body unless more follows."""
+        try:
+            await self.send_file(body)
+        finally:
+            body.close()
+        if more_body or self.disconnected:
+            return
+        if self.trailers is DECLARED:
+            self.trailers = []  # the body is complete: the trailer messages come next
+            return
+        waiting = self.send_last(b"")
+        if waiting is not None:
+            await waiting
 
     async def call_app(self, app: Any) -> None:
         """The coroutine of the request's task: the application, and the answers to its failures."""

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from fulmen.supervisors.auto import Supervisor
 from fulmen.supervisors.basereload import BaseReload
+from fulmen.supervisors.change_reload import change_reload_class
 from fulmen.supervisors.entry import choose_and_run
 from fulmen.supervisors.multiprocess import Multiprocess
 from fulmen.supervisors.multithread import Multithread
@@ -16,15 +17,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> type[BaseReload]:
-    """``ChangeReload``, resolved on first use: watchfiles (a native extension) is only loaded by a
-    server that reloads, so a production worker does not carry it."""
+    """``ChangeReload``, resolved on first use (see :mod:`fulmen.supervisors.change_reload`)."""
     if name != "ChangeReload":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    try:
-        from fulmen.supervisors.watchfilesreload import WatchFilesReload
-    except ImportError:  # pragma: no cover - watchfiles is optional
-        return StatReload
-    return WatchFilesReload
+    return change_reload_class()
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from typing import Any
 from fulmen.listeners import open_listeners, wants_listeners
 from fulmen.options import STARTUP_FAILURE
 from fulmen.supervisors.auto import Supervisor, WorkerMode, auto_mode
+from fulmen.supervisors.change_reload import change_reload_class
 from fulmen.supervisors.multithread import thread_workers_problem
 from fulmen.supervisors.pool import workers_from_config
 from fulmen.supervisors.target import server_of
@@ -64,9 +65,7 @@ def _choose_and_run(
     config: Any, server_target: Callable[..., Any], mode: WorkerMode, sockets: list[socket.socket] | None
 ) -> int:
     if config.should_reload:
-        from fulmen.supervisors import ChangeReload
-
-        ChangeReload(config, target=server_target, sockets=sockets or [config.bind_socket()]).run()
+        change_reload_class()(config, target=server_target, sockets=sockets or [config.bind_socket()]).run()
         return 0
 
     if workers_from_config(config) > 1:
