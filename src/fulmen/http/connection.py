@@ -28,7 +28,7 @@ from fulmen.http.wire import simple_response
 from fulmen.metrics.recorder import DURATION_BOUNDS, HTTP1
 from fulmen.protocols.flow_control import HIGH_WATER_LIMIT
 from fulmen.protocols.output import ConnectionOutput
-from fulmen.protocols.response_rules import ERROR_BODIES, RESPONSE_EXTENSIONS, scope_extensions
+from fulmen.protocols.response_rules import ERROR_BODIES, RESPONSE_EXTENSIONS
 from fulmen.protocols.server_protocol import ServerProtocol
 
 logger = logging.getLogger("fulmen.error")
@@ -42,6 +42,8 @@ SHUTDOWN_GRACE = 1.0
 
 class HTTPConnection(ServerProtocol):
     """Shared by both HTTP/1.1 parsers. Subclasses implement :meth:`feed` and may refine hooks."""
+
+    response_extensions = RESPONSE_EXTENSIONS
 
     __slots__ = (
         "active",
@@ -92,13 +94,6 @@ class HTTPConnection(ServerProtocol):
             # Only with --http2: the first bytes go through detect_http2 once; no cost per request.
             self.preface = b""
             self.data_received = self.detect_http2  # type: ignore[method-assign]
-
-    def make_scope_template(self) -> dict[str, Any]:
-        """The shared scope, with the response extensions a request's cycle frames (one ``extensions``
-        dict for the connection's requests)."""
-        template = super().make_scope_template()
-        template["extensions"] = scope_extensions(RESPONSE_EXTENSIONS)
-        return template
 
     # -- asyncio.Protocol
 

@@ -52,7 +52,6 @@ from fulmen.protocols.response_rules import (
     content_length,
     file_chunks,
     header_name,
-    scope_extensions,
 )
 from fulmen.protocols.server_protocol import ServerProtocol
 
@@ -377,6 +376,8 @@ class H2Stream(ASGIExchange):
 class H2Protocol(ServerProtocol):
     """One HTTP/2 connection: the connection's events in, frames out, and a task for each stream."""
 
+    response_extensions = RESPONSE_EXTENSIONS
+
     def setup(self) -> None:
         super().setup()
         self.max_head_size: int = self.config.h11_max_incomplete_event_size
@@ -412,12 +413,6 @@ class H2Protocol(ServerProtocol):
         self.h2.initiate()
         self.flush()
         self.start_idle()
-
-    def make_scope_template(self) -> dict[str, Any]:
-        """The shared scope, with the response extensions a stream frames."""
-        template = super().make_scope_template()
-        template["extensions"] = scope_extensions(RESPONSE_EXTENSIONS)
-        return template
 
     def accept_upgrade(
         self, transport: asyncio.Transport, scope: dict[str, Any], settings: bytes, trailing: bytes

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from fulmen.access_log import client_text
 from fulmen.protocols.flow_control import FlowControl
-from fulmen.protocols.response_rules import ASGIExchange, service_unavailable
+from fulmen.protocols.response_rules import ASGIExchange, scope_extensions, service_unavailable
 
 if TYPE_CHECKING:
     from fulmen.config import Config
@@ -29,6 +29,9 @@ Task = asyncio.Task
 
 class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
     """Constructed as uvicorn's protocols are: ``cls(config, server_state, app_state, _loop)``."""
+
+    #: The ASGI response extensions this protocol frames, listed in every scope it makes.
+    response_extensions: ClassVar[tuple[str, ...]] = ()
 
     # Slots: the hot path reads and writes these on every request (a slot is faster than a
     # dict entry, and these classes have more attributes than an instance dict keeps compact).
@@ -116,8 +119,9 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         than repeat the constructor's uvicorn-style signature)."""
 
     def make_scope_template(self) -> dict[str, Any]:
-        """What the scopes of this connection's requests share (see :class:`ASGIExchange`)."""
-        return {
+        """What the scopes of this connection's requests share (see :class:`ASGIExchange`), with the
+        response extensions the protocol frames (one ``extensions`` dict for the connection)."""
+        template: dict[str, Any] = {
             "type": "http",
             "asgi": self.asgi,
             "http_version": "1.1",
@@ -132,6 +136,9 @@ class ServerProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
             "headers": [],
             "state": {},
         }
+        if self.response_extensions:
+            template["extensions"] = scope_extensions(self.response_extensions)
+        return template
 
     def new_task(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run an application coroutine as a task of its own, in a copy of the current context (a fresh,
